@@ -1,0 +1,149 @@
+"""Command line interface: ``pkpd nca ...``.
+
+Options and parameter names are those of :func:`pkpd.nca`; run
+``pkpd nca --help`` for the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+
+import pandas as pd
+
+from pkpd.errors import PKPDError
+
+__all__ = ["main"]
+
+
+def _interval(text: str) -> tuple[float, float]:
+    try:
+        a, b = text.split(",")
+        return float(a), (math.inf if b.strip().lower() in ("inf", "infinity") else float(b))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"interval {text!r} must be START,END (END may be inf)"
+        ) from None
+
+
+def _blq_value(text: str):
+    return text if text in ("keep", "drop") else float(text)
+
+
+def _nca_parser(sub) -> None:
+    p = sub.add_parser(
+        "nca",
+        help="non-compartmental analysis of a CSV event table",
+        description="Non-compartmental analysis (PKNCA/WinNonlin rules) of an event table.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("data", nargs="?", help="CSV file (NONMEM-style event table)")
+    src.add_argument("--example", choices=["theoph"], help="use a bundled example dataset")
+    p.add_argument("-o", "--output", help="write the results to this CSV (atomically)")
+    p.add_argument("--wide", action="store_true", help="one row per profile and interval")
+    p.add_argument("--method", default="linlog", choices=["linlog", "linear", "lin-log"])
+    p.add_argument(
+        "--interval", action="append", type=_interval, metavar="START,END",
+        help="NCA interval (repeatable); default: from each dose to the next or to infinity",
+    )  # fmt: skip
+    p.add_argument("--route", default="extravascular",
+                   choices=["extravascular", "iv_bolus", "iv_infusion"])  # fmt: skip
+    p.add_argument("--dose", type=float, help="dose amount when the data have no dose records")
+    p.add_argument("--dose-time", type=float, default=0.0)
+    for key in ("first", "middle", "last"):
+        default = "drop" if key == "middle" else "keep"
+        p.add_argument(f"--blq-{key}", type=_blq_value, default=default, metavar="RULE",
+                       help=f"BLQ rule for {key} BLQ samples: keep, drop or a number "
+                       f"(default {default})")  # fmt: skip
+    p.add_argument("--min-hl-points", type=int, default=3)
+    p.add_argument("--adj-r2-factor", type=float, default=1e-4)
+    p.add_argument("--allow-tmax-in-half-life", action="store_true")
+    p.add_argument("--impute", choices=["start_conc0", "start_logslope"])
+    p.add_argument("--parameters", help="comma-separated PPTESTCD codes to report")
+    p.add_argument("--group", action="append", help="extra grouping column (repeatable)")
+    p.add_argument("--column", action="append", metavar="ROLE=NAME",
+                   help="map a column role, e.g. --column id=USUBJID (repeatable)")  # fmt: skip
+    p.add_argument("--time-unit", default="")
+    p.add_argument("--conc-unit", default="")
+    p.add_argument("--dose-unit", default="")
+    p.add_argument("--summary", action="store_true", help="print the summary table too")
+
+
+def _run_nca(args) -> int:
+    import pkpd
+
+    if args.example:
+        data = pkpd.load_example(args.example)
+        units = {"time": "h", "conc": "mg/L", "dose": "mg"}
+    else:
+        data = pd.read_csv(args.data)
+        units = {}
+    units.update({k: v for k, v in (("time", args.time_unit), ("conc", args.conc_unit),
+                                    ("dose", args.dose_unit)) if v})  # fmt: skip
+    columns = {}
+    for item in args.column or []:
+        role, _, name = item.partition("=")
+        columns[role.strip()] = name.strip()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pkpd.PKPDWarning)
+        res = pkpd.nca(
+            data,
+            method=args.method,
+            intervals=args.interval,
+            route=args.route,
+            dose=args.dose,
+            dose_time=args.dose_time,
+            blq={"first": args.blq_first, "middle": args.blq_middle, "last": args.blq_last},
+            min_hl_points=args.min_hl_points,
+            adj_r2_factor=args.adj_r2_factor,
+            allow_tmax_in_half_life=args.allow_tmax_in_half_life,
+            impute=args.impute,
+            parameters=args.parameters.split(",") if args.parameters else None,
+            groups=args.group,
+            columns=columns or None,
+            units=units,
+        )
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    table = res.wide if args.wide else res.long
+    if args.output:
+        res.to_csv(args.output, wide=args.wide)
+        print(f"wrote {len(table)} rows to {args.output}", file=sys.stderr)
+    else:
+        with pd.option_context("display.max_rows", None, "display.width", 200,
+                               "display.max_columns", None, "display.float_format", "{:.6g}".format):  # fmt: skip # noqa: E501
+            print(
+                res.wide.to_string(index=False) if not args.wide else table.to_string(index=False)
+            )
+    if args.summary:
+        print(res.summary().to_string(index=False))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="pkpd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="store_true")
+    sub = parser.add_subparsers(dest="command")
+    _nca_parser(sub)
+    args = parser.parse_args(argv)
+    if args.version:
+        from pkpd import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "nca":
+            return _run_nca(args)
+    except PKPDError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

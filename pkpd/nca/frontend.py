@@ -1,0 +1,537 @@
+"""The pandas front-end of the NCA engine: :func:`nca` and :class:`NCAResult`."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from pkpd.data.table import EventTable, prepare_event_table
+from pkpd.errors import DoseError, IntervalError, OptionError, PKPDWarning
+from pkpd.nca import _codes as C
+from pkpd.nca import registry
+from pkpd.nca.arrays import NCAOptions, nca_arrays
+from pkpd.nca.units import NCAUnits
+
+__all__ = ["NCAResult", "nca", "route_code"]
+
+ROUTE_NAMES = {v: k for k, v in C.ROUTES.items()}
+
+
+def route_code(route: str) -> int:
+    """Integer code of a route name (accepts common aliases such as 'oral', 'iv')."""
+    name = C.ROUTE_ALIASES.get(str(route).lower().strip())
+    if name is None:
+        raise OptionError(
+            f"Unknown route {route!r}: use 'extravascular' (oral, sc, ...), 'iv_bolus' or "
+            "'iv_infusion'."
+        )
+    return C.ROUTES[name]
+
+
+def nca(
+    data: pd.DataFrame,
+    *,
+    method: str = "linlog",
+    intervals=None,
+    route: str | Mapping = "extravascular",
+    dose=None,
+    dose_time: float = 0.0,
+    blq: Mapping[str, object] | None = None,
+    conc_na="drop",
+    min_hl_points: int = 3,
+    adj_r2_factor: float = 1e-4,
+    allow_tmax_in_half_life: bool = False,
+    first_tmax: bool = True,
+    impute: str | None = None,
+    parameters: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
+    columns: Mapping[str, str] | None = None,
+    units: Mapping[str, str] | None = None,
+) -> NCAResult:
+    """Non-compartmental analysis of every profile in an event table.
+
+    Parameters
+    ----------
+    data
+        NONMEM-style event table (``ID, TIME, DV`` and, for doses, ``AMT``
+        with ``EVID`` 1) or a concentration table with ``dose=``. Columns
+        are found by role (see :mod:`pkpd.data.roles`); ``columns`` maps
+        other spellings.
+    method
+        AUC method: ``"linlog"`` (linear up / log down, default), ``"linear"``
+        or ``"lin-log"`` (linear to tmax, log after).
+    intervals
+        ``None``: one interval per dose, from the dose to the next dose (or
+        to infinity after the last one); intervals without samples are skipped.
+        A list of ``(start, end)`` pairs (``end`` may be ``inf``), applied to
+        every profile; or a DataFrame with ``START`` and ``END``, optional
+        grouping columns (e.g. ``ID``) restricting rows to profiles, and
+        optional boolean columns named by PPTESTCD codes choosing parameters.
+    route
+        ``"extravascular"`` (default), ``"iv_bolus"`` or ``"iv_infusion"``, or a
+        mapping subject id -> route.
+    dose, dose_time
+        For tables without dose records: a number, a mapping/Series subject id
+        -> amount, or a column name; the dose is at ``dose_time``.
+    blq, conc_na, min_hl_points, adj_r2_factor, allow_tmax_in_half_life, first_tmax, impute
+        Calculation options, see :class:`pkpd.nca.arrays.NCAOptions`.
+    parameters
+        PPTESTCD codes to report (default: the registry's default set for
+        single-dose (infinite) and dosing (finite) intervals).
+    groups
+        Extra columns defining separate profiles (analyte, matrix, period...).
+    units
+        ``{"time": "h", "conc": "mg/L", "dose": "mg"}`` for PPORRESU.
+
+    Returns
+    -------
+    NCAResult
+        With ``long`` (one row per profile x interval x parameter), ``wide``,
+        ``points`` (per-sample flags, lambda_z points), ``excluded`` and
+        ``summary()``.
+
+    Raises
+    ------
+    PKPDError
+        Invalid data (see :func:`pkpd.data.prepare_event_table`), invalid
+        intervals or options.
+    """
+    options = NCAOptions(
+        method=method,
+        blq=dict(blq) if blq is not None else NCAOptions().blq,
+        conc_na=conc_na,
+        min_hl_points=min_hl_points,
+        adj_r2_factor=adj_r2_factor,
+        allow_tmax_in_half_life=allow_tmax_in_half_life,
+        first_tmax=first_tmax,
+        impute=impute,
+    )
+    requested = _requested(parameters)
+    table = prepare_event_table(data, columns=columns, groups=groups)
+    doses = _dose_events(table, data, dose, dose_time)
+    table, before_dose = _set_aside_predose(table, doses)
+    iv = _interval_table(table, doses, intervals)
+    route_of_iv = _routes(route, table.group_ids[iv["group"]])
+    dose_amt, dose_end, duration = _interval_doses(table, doses, iv, route_of_iv)
+    res = nca_arrays(
+        table.time, table.dv, table.offsets,
+        interval_group=iv["group"], interval_start=iv["start"], interval_end=iv["end"],
+        blq=table.blq, dose=dose_amt, dose_end=dose_end, duration=duration, route=route_of_iv,
+        exclude_hl=table.exclude_hl, include_hl=table.include_hl, options=options,
+    )  # fmt: skip
+    u = NCAUnits(**(units or {}))
+    result = NCAResult(
+        table=table,
+        intervals=iv,
+        route=route_of_iv,
+        dose=dose_amt,
+        arrays=res,
+        requested=requested,
+        options=options,
+        units=u,
+        set_aside=pd.concat([table.set_aside, before_dose], ignore_index=True),
+    )
+    if len(result.set_aside_records):
+        counts = result.set_aside_records["reason"].value_counts().to_dict()
+        warnings.warn(
+            f"NCA: {len(result.set_aside_records)} record(s) not used: {counts}. "
+            "See result.excluded.",
+            PKPDWarning,
+            stacklevel=2,
+        )
+    return result
+
+
+# ---- preparation ---------------------------------------------------------------------------
+def _requested(parameters) -> dict[str, tuple[str, ...]] | None:
+    if parameters is None:
+        return None
+    codes = tuple(registry.get(p).code for p in parameters)
+    return {"finite": codes, "infinite": codes}
+
+
+def _dose_events(table: EventTable, data: pd.DataFrame, dose, dose_time) -> pd.DataFrame:
+    doses = table.doses
+    if dose is None:
+        return doses
+    if len(doses):
+        raise DoseError(
+            "The data have dose records (EVID 1/4) and dose= was given too. Use one of them."
+        )
+    ids = pd.unique(table.group_ids)
+    if isinstance(dose, str):
+        if dose not in data.columns:
+            raise DoseError(f"dose={dose!r} is not a column of the data.")
+        per_id = data.groupby(table.roles.id, sort=False)[dose].agg(["first", "nunique"])
+        varying = per_id.index[per_id["nunique"] > 1]
+        if len(varying):
+            raise DoseError(
+                f"dose column {dose!r} varies within subject(s) {list(varying[:5])}; "
+                "give one dose per subject or use dose records (EVID 1)."
+            )
+        amounts = per_id["first"].reindex(ids).to_numpy(dtype=float)
+    elif isinstance(dose, Mapping | pd.Series):
+        series = pd.Series(dose)
+        missing = [i for i in ids if i not in series.index]
+        if missing:
+            raise DoseError(f"dose= has no amount for subject(s) {missing[:5]}.")
+        amounts = series.reindex(ids).to_numpy(dtype=float)
+    else:
+        try:
+            amounts = np.full(len(ids), float(dose))
+        except (TypeError, ValueError):
+            raise DoseError(f"dose= must be a number, a mapping or a column name, not {dose!r}.")
+    if not np.all(np.isfinite(amounts)) or np.any(amounts < 0):
+        raise DoseError("dose= amounts must be finite and >= 0.")
+    return pd.DataFrame(
+        {"ID": ids, "TIME": float(dose_time), "AMT": amounts, "DUR": 0.0, "_row": -1}
+    )
+
+
+def _set_aside_predose(table: EventTable, doses: pd.DataFrame):
+    """Observations before the subject's first dose are set aside with a reason."""
+    empty = table.set_aside.iloc[0:0]
+    if len(doses) == 0:
+        return table, empty
+    first_dose = doses.groupby("ID", sort=False)["TIME"].min()
+    ids = table.group_ids
+    per_group_first = first_dose.reindex(ids).to_numpy(dtype=float)
+    no_dose = np.isnan(per_group_first)
+    if no_dose.any():
+        missing = pd.unique(ids[no_dose])[:5].tolist()
+        raise DoseError(
+            f"Subject(s) {missing} have observations but no dose record. Add their dose "
+            "(EVID 1 rows with AMT), or remove their observations."
+        )
+    counts = np.diff(table.offsets)
+    obs_first = np.repeat(per_group_first, counts)
+    before = table.time < obs_first
+    if not before.any():
+        return table, empty
+    keep = ~before
+    aside = pd.DataFrame(
+        {
+            "row": table.row[before],
+            "ID": np.repeat(ids, counts)[before],
+            "TIME": table.time[before],
+            "DV": table.dv[before],
+            "reason": "sample before the first dose",
+        }
+    )
+    new_counts = np.add.reduceat(keep.astype(np.int64), table.offsets[:-1]) if keep.size else counts
+    new_counts = np.where(counts > 0, new_counts, 0)
+    offsets = np.zeros_like(table.offsets)
+    np.cumsum(new_counts, out=offsets[1:])
+    pruned = EventTable(
+        roles=table.roles,
+        group_cols=table.group_cols,
+        groups=table.groups,
+        offsets=offsets,
+        time=table.time[keep],
+        dv=table.dv[keep],
+        blq=table.blq[keep],
+        row=table.row[keep],
+        exclude_hl=table.exclude_hl[keep],
+        include_hl=table.include_hl[keep],
+        doses=table.doses,
+        set_aside=table.set_aside,
+    )
+    return pruned, aside
+
+
+def _interval_table(table: EventTable, doses: pd.DataFrame, intervals) -> dict:
+    n_groups = table.n_groups
+    flags = None
+    if intervals is None:
+        group, start, end = _dose_intervals(table, doses)
+    elif isinstance(intervals, pd.DataFrame):
+        group, start, end, flags = _frame_intervals(table, intervals)
+    else:
+        try:
+            pairs = [(float(a), float(b)) for a, b in intervals]
+        except (TypeError, ValueError):
+            raise IntervalError(
+                "intervals= must be a list of (start, end) pairs or a DataFrame with START and "
+                f"END columns, not {intervals!r}."
+            ) from None
+        if not pairs:
+            raise IntervalError("intervals= is empty.")
+        for a, b in pairs:
+            if not (math.isfinite(a) and b > a):
+                raise IntervalError(
+                    f"Interval ({a}, {b}) is invalid: start must be finite and end > start."
+                )
+        group = np.repeat(np.arange(n_groups), len(pairs))
+        start = np.tile([p[0] for p in pairs], n_groups)
+        end = np.tile([p[1] for p in pairs], n_groups)
+    return {"group": group, "start": start, "end": end, "flags": flags}
+
+
+def _dose_intervals(table: EventTable, doses: pd.DataFrame):
+    n_groups = table.n_groups
+    if len(doses) == 0:
+        return np.arange(n_groups), np.zeros(n_groups), np.full(n_groups, np.inf)
+    dose_times = doses.groupby("ID", sort=False)["TIME"].unique()
+    ids = table.group_ids
+    if len(dose_times) == 1 or all(len(v) == 1 for v in dose_times.to_numpy()):
+        # one dose per subject: one interval from the dose to infinity (fast path)
+        first = doses.groupby("ID", sort=False)["TIME"].min().reindex(ids).to_numpy(float)
+        return np.arange(n_groups), first, np.full(n_groups, np.inf)
+    groups, starts, ends = [], [], []
+    for g, subject in enumerate(ids):
+        times = np.sort(dose_times[subject])
+        lo, hi = table.offsets[g], table.offsets[g + 1]
+        t_obs = table.time[lo:hi]
+        bounds = np.r_[times, np.inf]
+        for a, b in itertools.pairwise(bounds):
+            if np.any((t_obs >= a) & (t_obs <= b)):
+                groups.append(g)
+                starts.append(a)
+                ends.append(b)
+    return np.asarray(groups, dtype=np.int64), np.asarray(starts), np.asarray(ends)
+
+
+def _frame_intervals(table: EventTable, frame: pd.DataFrame):
+    cols = {c.upper(): c for c in frame.columns}
+    if "START" not in cols or "END" not in cols:
+        raise IntervalError(
+            f"An intervals DataFrame needs START and END columns; it has {list(frame.columns)}."
+        )
+    start = pd.to_numeric(frame[cols["START"]], errors="coerce").to_numpy(float)
+    end = pd.to_numeric(frame[cols["END"]], errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(start) | ~(end > start)
+    if bad.any():
+        k = np.flatnonzero(bad)[:5].tolist()
+        raise IntervalError(
+            f"intervals rows {k}: START must be finite and END > START "
+            f"(START {start[bad][:5].tolist()}, END {end[bad][:5].tolist()})."
+        )
+    key_cols = [c for c in table.group_cols if c in frame.columns]
+    flag_cols = {}
+    for c in frame.columns:
+        up = str(c).upper()
+        if up in ("START", "END") or c in key_cols:
+            continue
+        try:
+            code = registry.get(up).code
+        except KeyError:
+            raise IntervalError(
+                f"intervals column {c!r} is neither START/END, a grouping column "
+                f"({table.group_cols}) nor a PPTESTCD code."
+            ) from None
+        flag_cols[code] = frame[c].fillna(False).astype(bool).to_numpy()
+    groups_frame = table.groups.reset_index(drop=True)
+    groups_frame["_g"] = np.arange(len(groups_frame))
+    rows = frame.reset_index(drop=True).copy()
+    rows["_k"] = np.arange(len(rows))
+    if key_cols:
+        merged = rows[[*key_cols, "_k"]].merge(groups_frame[[*key_cols, "_g"]], on=key_cols)
+    else:
+        merged = rows[["_k"]].merge(groups_frame[["_g"]], how="cross")
+    merged = merged.sort_values(["_g", "_k"], kind="stable")
+    k = merged["_k"].to_numpy()
+    flags = {code: v[k] for code, v in flag_cols.items()} or None
+    return merged["_g"].to_numpy(np.int64), start[k], end[k], flags
+
+
+def _routes(route, subject_ids) -> np.ndarray:
+    if isinstance(route, Mapping):
+        missing = [s for s in pd.unique(subject_ids) if s not in route]
+        if missing:
+            raise OptionError(f"route= has no route for subject(s) {missing[:5]}.")
+        return np.array([route_code(route[s]) for s in subject_ids], dtype=np.int64)
+    return np.full(len(subject_ids), route_code(route), dtype=np.int64)
+
+
+def _interval_doses(table: EventTable, doses: pd.DataFrame, iv: dict, routes: np.ndarray):
+    n = iv["group"].size
+    amount = np.full(n, np.nan)
+    dose_end = np.full(n, -np.inf)
+    duration = np.zeros(n)
+    if len(doses) == 0:
+        return amount, dose_end, duration
+    ids = table.group_ids[iv["group"]]
+    by_id = {k: v for k, v in doses.groupby("ID", sort=False)}
+    start, end = iv["start"], iv["end"]
+    for k in range(n):
+        d = by_id.get(ids[k])
+        if d is None:
+            continue
+        t = d["TIME"].to_numpy()
+        inside = (t >= start[k]) & ((t < end[k]) | (np.isinf(end[k])))
+        if not inside.any():
+            continue
+        amount[k] = d["AMT"].to_numpy()[inside].sum()
+        dur = d["DUR"].to_numpy()[inside]
+        if routes[k] == C.ROUTE_IV_INFUSION:
+            if not (dur > 0).any():
+                raise DoseError(
+                    f"route='iv_infusion' but subject {ids[k]!r} has no infusion duration "
+                    "(DUR, or AMT/RATE) on its dose record."
+                )
+            duration[k] = dur[0]
+        dose_end[k] = float(
+            np.max(t[inside] + np.where(routes[k] == C.ROUTE_IV_INFUSION, dur, 0.0))
+        )
+        dose_end[k] -= start[k]
+    return amount, dose_end, duration
+
+
+# ---- the result --------------------------------------------------------------------------------
+class NCAResult:
+    """Results of :func:`nca`.
+
+    Attributes
+    ----------
+    long
+        One row per profile x interval x parameter: grouping columns, ``START``,
+        ``END``, ``PPTESTCD``, ``PPORRES`` (value), ``PPORRESU`` (unit) and
+        ``reason`` (why a value is missing, or a caveat such as all BLQ).
+    wide
+        One row per profile x interval, one column per PPTESTCD code.
+    points
+        Every sample of every interval with its flag (BLQ kept as 0, dropped,
+        ...) and ``LZ_USED`` (in the lambda_z regression).
+    excluded
+        The samples not used, with their reason (dropped BLQ, missing
+        concentrations, MDV=1, before the first dose).
+    """
+
+    def __init__(self, *, table, intervals, route, dose, arrays, requested, options, units,
+                 set_aside):  # fmt: skip
+        self.table = table
+        self.intervals = intervals
+        self.route = route
+        self.dose = dose
+        self.arrays = arrays
+        self.requested = requested
+        self.options = options
+        self.units = units
+        self.set_aside_records = set_aside
+
+    # -- which parameters each row reports
+    def _row_codes(self) -> list[tuple[np.ndarray, str]]:
+        """(boolean row mask, code) for every reported parameter."""
+        finite = np.isfinite(self.intervals["end"])
+        out = []
+        route_names = np.array([ROUTE_NAMES[r] for r in range(3)])[self.route]
+        flags = self.intervals.get("flags")
+        for spec in registry.PARAMETERS:
+            if flags is not None:
+                if spec.code not in flags:
+                    continue
+                mask = flags[spec.code].copy()
+            else:
+                mask = np.ones(finite.size, dtype=bool)
+                if self.requested is None:
+                    mask &= np.where(
+                        finite,
+                        spec.code in registry.DEFAULT_FINITE,
+                        spec.code in registry.DEFAULT_INFINITE,
+                    )
+                elif spec.code not in self.requested["finite"]:
+                    continue
+            mask &= np.isin(route_names, spec.routes)
+            if spec.interval == "finite":
+                mask &= finite
+            elif spec.interval == "infinite":
+                mask &= ~finite
+            if mask.any():
+                out.append((mask, spec.code))
+        return out
+
+    def _keys(self) -> pd.DataFrame:
+        keys = self.table.groups.iloc[self.intervals["group"]].reset_index(drop=True)
+        keys["START"] = self.intervals["start"]
+        keys["END"] = self.intervals["end"]
+        return keys
+
+    @cached_property
+    def wide(self) -> pd.DataFrame:
+        keys = self._keys()
+        values = self.arrays["values"]
+        cols = {}
+        for mask, code in self._row_codes():
+            col = values[code].copy()
+            col[~mask] = np.nan
+            cols[code] = col
+        return pd.concat([keys, pd.DataFrame(cols)], axis=1)
+
+    @cached_property
+    def long(self) -> pd.DataFrame:
+        keys = self._keys()
+        values = self.arrays["values"]
+        reasons = self.arrays["reasons"]
+        pieces = []
+        for mask, code in self._row_codes():
+            rows = np.flatnonzero(mask)
+            spec = registry.get(code)
+            piece = keys.iloc[rows].reset_index(drop=True)
+            piece["PPTESTCD"] = code
+            piece["PPORRES"] = values[code][rows]
+            piece["PPORRESU"] = self.units.unit(spec.unit)
+            piece["reason"] = pd.Categorical.from_codes(
+                reasons[code][rows].astype(np.int64), categories=_REASON_CATEGORIES
+            )
+            piece["_order"] = rows
+            pieces.append(piece)
+        if not pieces:
+            return keys.iloc[0:0].assign(PPTESTCD=[], PPORRES=[], PPORRESU=[], reason=[])
+        long = pd.concat(pieces, ignore_index=True)
+        long = long.sort_values("_order", kind="stable").drop(columns="_order")
+        long["reason"] = long["reason"].astype(str)
+        return long.reset_index(drop=True)
+
+    @cached_property
+    def points(self) -> pd.DataFrame:
+        a = self.arrays
+        po = a["point_offsets"]
+        n = np.diff(po)
+        iv_index = np.repeat(np.arange(n.size), n)
+        sample = np.repeat(a["first"], n) + (np.arange(po[-1]) - np.repeat(po[:-1], n))
+        keys = self._keys().iloc[iv_index].reset_index(drop=True)
+        keys["TIME"] = self.table.time[sample]
+        keys["DV"] = self.table.dv[sample]
+        keys["BLQ"] = self.table.blq[sample]
+        keys["row"] = self.table.row[sample]
+        keys["flag"] = np.array([C.POINT_FLAGS[k] for k in range(len(C.POINT_FLAGS))])[a["flags"]]
+        keys["excluded"] = np.isin(a["flags"], list(C.POINT_EXCLUDED))
+        keys["LZ_USED"] = a["lz_used"]
+        return keys
+
+    @cached_property
+    def excluded(self) -> pd.DataFrame:
+        pts = self.points
+        dropped = pts[pts["excluded"]]
+        cols = [*self.table.group_cols, "START", "END", "TIME", "DV", "row"]
+        dropped = dropped[cols].assign(reason=pts.loc[pts["excluded"], "flag"].to_numpy())
+        aside = self.set_aside_records.rename(columns={"ID": self.table.group_cols[0]})
+        return pd.concat([dropped, aside], ignore_index=True)
+
+    def summary(self, by: Sequence[str] | str | None = None, parameters=None) -> pd.DataFrame:
+        """Clinical PK summary table; see :func:`pkpd.nca.summary.summarise`."""
+        from pkpd.nca.summary import summarise
+
+        return summarise(self.long, by=by, parameters=parameters)
+
+    def to_csv(self, path, *, wide: bool = False) -> None:
+        """Write ``long`` (or ``wide``) atomically to ``path``."""
+        from pkpd.io import write_csv_atomic
+
+        write_csv_atomic(self.wide if wide else self.long, path)
+
+    def __repr__(self) -> str:
+        n = len(self.intervals["group"])
+        return (
+            f"<NCAResult: {self.table.n_groups} profiles, {n} intervals, "
+            f"method={self.options.method!r}>"
+        )
+
+
+_REASON_CATEGORIES = [C.REASONS[k] for k in range(len(C.REASONS))]
