@@ -15,6 +15,7 @@ __all__ = [
     "OptionError",
     "PKPDError",
     "PKPDWarning",
+    "UnknownParameterError",
 ]
 
 
@@ -45,6 +46,13 @@ class OptionError(PKPDError):
     """An option passed to a pkpd function is invalid."""
 
 
+class UnknownParameterError(OptionError, KeyError):
+    """An NCA parameter code that the registry does not know."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class PKPDWarning(UserWarning):
     """Something was excluded or could not be estimated; the output says why."""
 
@@ -53,11 +61,16 @@ def describe_rows(frame_positions, labels, subjects=None, limit: int = 5) -> str
     """Render offending rows as ``row 3 (index 17, ID 4)`` for error messages."""
     parts = []
     for k, pos in enumerate(frame_positions[:limit]):
-        text = f"row {int(pos)} (index {labels[k]!r}"
+        text = f"row {int(pos)} (index {_plain(labels[k])!r}"
         if subjects is not None:
-            text += f", subject {subjects[k]!r}"
+            text += f", subject {_plain(subjects[k])!r}"
         parts.append(text + ")")
     more = len(frame_positions) - limit
     if more > 0:
         parts.append(f"and {more} more")
     return ", ".join(parts)
+
+
+def _plain(value):
+    """numpy scalars as Python scalars, so messages read ``9`` not ``np.int64(9)``."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, str) else value

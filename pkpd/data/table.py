@@ -131,7 +131,7 @@ def prepare_event_table(
             "Every row needs a subject id."
         )
 
-    time = _numeric(data, time_col, "time")
+    time = _numeric(data, time_col, "time", ids=ids)
     bad = np.isnan(time) | np.isinf(time)
     if bad.any():
         pos = np.flatnonzero(bad)
@@ -149,6 +149,11 @@ def prepare_event_table(
         raise DataError("The data hold no dose records (EVID 1/4 rows with AMT).")
 
     set_aside = []
+    for code, text in ((2, "EVID=2 (other event): not an observation or dose"),
+                       (3, "EVID=3 (reset): not an observation or dose")):  # fmt: skip
+        other = evid == code
+        if other.any():
+            set_aside.append((np.flatnonzero(other), text))
     mdv = roles.mdv
     if mdv is not None:
         mdv_flag = pd.to_numeric(data[mdv], errors="coerce").fillna(0).to_numpy() != 0
@@ -195,7 +200,7 @@ def prepare_event_table(
     )
 
 
-def _numeric(frame: pd.DataFrame, col: str, what: str) -> np.ndarray:
+def _numeric(frame: pd.DataFrame, col: str, what: str, positions=None, ids=None) -> np.ndarray:
     values = frame[col]
     if pd.api.types.is_bool_dtype(values):
         return values.to_numpy(dtype=float)
@@ -205,10 +210,12 @@ def _numeric(frame: pd.DataFrame, col: str, what: str) -> np.ndarray:
     bad = converted.isna().to_numpy() & values.notna().to_numpy()
     if bad.any():
         pos = np.flatnonzero(bad)
+        user_pos = pos if positions is None else positions[pos]
+        subjects = None if ids is None else ids[pos]
         raise DataError(
             f"Column {col!r} ({what}) must be numeric; found {values.iloc[pos[:5]].tolist()} at "
-            f"{describe_rows(pos, frame.index[pos])}. Convert these values to numbers "
-            "(use NaN for missing)."
+            f"{describe_rows(user_pos, frame.index[pos], subjects)}. Convert these values to "
+            "numbers (use NaN for missing)."
         )
     return converted.to_numpy(dtype=float, na_value=np.nan)
 
@@ -262,7 +269,7 @@ def _doses(data: pd.DataFrame, roles: Roles, is_dose: np.ndarray, position) -> p
 
 
 def _dv(obs: pd.DataFrame, dv_col: str, ids, pos) -> np.ndarray:
-    dv = _numeric(obs, dv_col, "dependent variable")
+    dv = _numeric(obs, dv_col, "dependent variable", positions=pos, ids=ids)
     bad_inf = np.isinf(dv)
     bad_neg = dv < 0
     for mask, what in ((bad_inf, "infinite"), (bad_neg, "negative")):
@@ -387,7 +394,15 @@ def _set_aside_frame(data, set_aside, id_col, time_col, dv_col) -> pd.DataFrame:
             )
         )
     if not frames:
-        return pd.DataFrame({"row": [], "ID": [], "TIME": [], "DV": [], "reason": []})
+        return pd.DataFrame(
+            {
+                "row": np.array([], dtype=np.int64),
+                "ID": [],
+                "TIME": np.array([], dtype=float),
+                "DV": np.array([], dtype=float),
+                "reason": np.array([], dtype=object),
+            }
+        )
     return pd.concat(frames, ignore_index=True)
 
 

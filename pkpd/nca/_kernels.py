@@ -112,18 +112,40 @@ def use_log(method, c1, c2, t2, tmax):
 
 @nb.njit(**NJIT_OPTIONS)
 def auc_segment(t1, c1, t2, c2, log):
+    """Area of one segment: trapezoid, or the exact integral of the exponential.
+
+    Log: :math:`\\Delta t (C_2 - C_1)/\\ln(C_2/C_1)`, evaluated with
+    ``log1p((C_2 - C_1)/C_1)`` so that nearly equal concentrations keep full
+    precision (the textbook form loses every digit as C_2 -> C_1).
+    """
     dt = t2 - t1
     if log:
-        return dt * (c1 - c2) / math.log(c1 / c2)
+        d = c2 - c1
+        return dt * d / math.log1p(d / c1)
     return dt * (c1 + c2) * 0.5
 
 
 @nb.njit(**NJIT_OPTIONS)
+def _moment_kernel(x):
+    """g(x) = integral_0^1 u exp(x u) du = (e^x (x - 1) + 1)/x^2, accurate near 0."""
+    if abs(x) < 1e-3:
+        return 0.5 + x / 3.0 + x * x / 8.0 + x * x * x / 30.0 + x * x * x * x / 144.0
+    return (math.exp(x) * (x - 1.0) + 1.0) / (x * x)
+
+
+@nb.njit(**NJIT_OPTIONS)
 def aumc_segment(t1, c1, t2, c2, log):
+    """Area under t*C of one segment.
+
+    Linear: trapezoid of t*C (PKNCA, WinNonlin). Log: the exact integral
+    :math:`\\Delta t (C_2 t_2 - C_1 t_1)/k - \\Delta t^2 (C_2 - C_1)/k^2`,
+    :math:`k = \\ln(C_2/C_1)`, evaluated as
+    :math:`t_1 AUC + C_1 \\Delta t^2 g(k)` to avoid cancellation.
+    """
     dt = t2 - t1
     if log:
-        k = math.log(c2 / c1)
-        return dt * (c2 * t2 - c1 * t1) / k - dt * dt * (c2 - c1) / (k * k)
+        k = math.log1p((c2 - c1) / c1)
+        return t1 * auc_segment(t1, c1, t2, c2, True) + c1 * dt * dt * _moment_kernel(k)
     return dt * (c1 * t1 + c2 * t2) * 0.5
 
 
@@ -142,7 +164,9 @@ def interpolate(t1, c1, t2, c2, t, log):
 
 # ---- cleaning --------------------------------------------------------------------------
 @nb.njit(**NJIT_OPTIONS)
-def clean_profile(t_all, c_all, blq_all, j0, j1, shift, opts, impute, t_out, c_out, src, flags):
+def clean_profile(
+    t_all, c_all, blq_all, j0, j1, shift, opts, impute, imputed, t_out, c_out, src, flags
+):
     """Clean samples [j0, j1) into shifted (t, c); returns the number kept.
 
     Steps, in order: missing concentrations (``conc_na``), BLQ samples set to
@@ -151,6 +175,9 @@ def clean_profile(t_all, c_all, blq_all, j0, j1, shift, opts, impute, t_out, c_o
     computed once before it is applied. ``src[i]`` is the input offset
     (``j - j0``) of kept point i, -1 for an imputed point. ``flags`` (length
     ``j1 - j0``, or 0 to skip) receives a point flag per input sample.
+    ``imputed`` (2 floats) carries the imputed value between calls: when
+    ``imputed[1]`` is 1 the value ``imputed[0]`` is reused (NaN: none), else it
+    is computed here (before the BLQ rule) and stored.
     """
     write_flags = flags.shape[0] > 0
     na_action = int(opts[O_NA_ACTION])
@@ -174,7 +201,7 @@ def clean_profile(t_all, c_all, blq_all, j0, j1, shift, opts, impute, t_out, c_o
         src[n] = j - j0
         n += 1
     if impute != C.IMPUTE_NONE:
-        n = _impute_start(t_out, c_out, src, n, impute)
+        n = _impute_start(t_out, c_out, src, n, impute, imputed)
     if n == 0:
         return 0
     first = -1
@@ -233,19 +260,23 @@ def clean_profile(t_all, c_all, blq_all, j0, j1, shift, opts, impute, t_out, c_o
 
 
 @nb.njit(**NJIT_OPTIONS)
-def _impute_start(t, c, src, n, impute):
+def _impute_start(t, c, src, n, impute, imputed):
     """Insert a point at time 0 (in time order) when no sample lies there."""
     pos = 0
     while pos < n and t[pos] < 0.0:
         pos += 1
     if pos < n and t[pos] == 0.0:
         return n
-    if impute == C.IMPUTE_CONC0:
+    if imputed[1] == 1.0:
+        value = imputed[0]
+    elif impute == C.IMPUTE_CONC0:
         value = 0.0
     else:
         value = back_extrapolate_c0(t[pos:], c[pos:], n - pos)
-        if math.isnan(value):
-            return n
+    imputed[0] = value
+    imputed[1] = 1.0
+    if math.isnan(value):
+        return n
     for i in range(n, pos, -1):
         t[i] = t[i - 1]
         c[i] = c[i - 1]
@@ -377,6 +408,12 @@ def lambda_z_fit(t, c, n, tmax, dose_end, excl, incl, min_hl, factor, allow_tmax
     chosen = -1
     if manual:
         chosen = m  # manual selection: report the fit of the chosen points whatever its sign
+    elif min_k == 2 and m == 2:
+        # PKNCA: with min_hl_points = 2 and exactly 2 candidates, the 2-point fit is used
+        # (its adjusted R2 is undefined) when its slope is negative
+        if scratch[base + 1] > 0.0:
+            chosen = 2
+        manual = True  # skip the adjusted-R2 selection below
     for k in range(m, min_k - 1, -1):
         if manual:
             break
@@ -495,7 +532,7 @@ def partial_auc(t, c, n, a, b, method, tmax, ilast, tail_c, lz):
 @nb.njit(**NJIT_OPTIONS)
 def interval_kernel(
     t_all, c_all, blq_all, excl_all, incl_all, g0, g1, i0, i1, start, end, dose_end, route,
-    opts, out, reason, flags, lz_used, tb, cb, eb, ib, kb, iscratch, scratch,
+    opts, out, reason, flags, lz_used, tb, cb, eb, ib, kb, iscratch, scratch, imputed,
 ):  # fmt: skip
     """All primary parameters of one interval; writes the ``out``/``reason`` rows."""
     for k in range(N_PRIMARY):
@@ -504,7 +541,11 @@ def interval_kernel(
     method = int(opts[O_METHOD])
     impute = int(opts[O_IMPUTE])
     first_tmax = opts[O_FIRST_TMAX] != 0.0
-    n = clean_profile(t_all, c_all, blq_all, i0, i1, start, opts, impute, tb, cb, kb, flags)
+    imputed[0] = NAN
+    imputed[1] = 0.0
+    n = clean_profile(
+        t_all, c_all, blq_all, i0, i1, start, opts, impute, imputed, tb, cb, kb, flags
+    )
     out[K_NOBS] = n
     if n == 0:
         for k in range(N_PRIMARY - 1):
@@ -604,7 +645,9 @@ def interval_kernel(
     else:
         reason[K_CTROUGH] = C.R_NO_SAMPLE_AT_END
     # AUCint on the whole profile (cleaned as a whole), shifted to the interval start
-    ng = clean_profile(t_all, c_all, blq_all, g0, g1, start, opts, impute, tb, cb, kb, flags[:0])
+    ng = clean_profile(
+        t_all, c_all, blq_all, g0, g1, start, opts, impute, imputed, tb, cb, kb, flags[:0]
+    )
     if ng == 0:
         for k in (K_AUCINT, K_AUCINTIFO, K_AUCINTIFP):
             reason[k] = C.R_NO_DATA
@@ -691,6 +734,7 @@ def nca_all_intervals(
         kb = np.empty(size, dtype=np.int64)
         iscratch = np.empty(size, dtype=np.int64)
         scratch = np.empty(2 * size)
+        imputed = np.empty(2)
         lo = ch * chunk
         hi = min(n_iv, lo + chunk)
         for k in range(lo, hi):
@@ -721,4 +765,5 @@ def nca_all_intervals(
                 kb,
                 iscratch,
                 scratch,
+                imputed,
             )

@@ -159,7 +159,7 @@ def nca_arrays(
     interval_group: np.ndarray,
     interval_start: np.ndarray,
     interval_end: np.ndarray,
-    blq: np.ndarray | None = None,
+    below_lloq: np.ndarray | None = None,
     dose: np.ndarray | None = None,
     dose_end: np.ndarray | None = None,
     duration: np.ndarray | None = None,
@@ -180,8 +180,8 @@ def nca_arrays(
         ``int64[n_profiles + 1]``: profile ``g`` is ``[offsets[g], offsets[g+1])``.
     interval_group, interval_start, interval_end
         One row per interval: its profile index, start and end (``inf`` allowed).
-    blq
-        Booleans, True = below the LLOQ (in addition to ``conc == 0``).
+    below_lloq
+        Per observation, True = below the LLOQ (BLQ; ``conc == 0`` is BLQ too).
     dose
         Dose amount per interval (NaN = unknown).
     dose_end
@@ -233,7 +233,7 @@ def nca_arrays(
             return np.full(n_iv, fill, dtype=dtype)
         return np.ascontiguousarray(np.broadcast_to(x, (n_iv,)), dtype=dtype)
 
-    blq_a = per_obs(blq, np.bool_, False)
+    blq_a = per_obs(below_lloq, np.bool_, False)
     excl = per_obs(exclude_hl, np.bool_, False)
     incl = per_obs(include_hl, np.bool_, False)
     dose_a = per_iv(dose, np.float64, np.nan)
@@ -313,7 +313,7 @@ def nca_profile(
     *,
     start: float = 0.0,
     end: float = math.inf,
-    blq: Sequence[bool] | None = None,
+    below_lloq: Sequence[bool] | None = None,
     dose: float | None = None,
     route: str = "extravascular",
     duration: float = 0.0,
@@ -325,7 +325,8 @@ def nca_profile(
 
     A convenience over :func:`nca_arrays` for interactive use and tests: the
     dose is given at ``start`` and every parameter of the registry is returned
-    (NaN where not applicable). See :class:`NCAOptions` for ``options``.
+    (NaN where not applicable). ``below_lloq`` flags BLQ samples; ``options``
+    are those of :class:`NCAOptions` (``method``, ``blq`` rule, ...).
 
     Examples
     --------
@@ -345,14 +346,22 @@ def nca_profile(
         time, conc, np.array([0, time.size]),
         interval_group=np.array([0]), interval_start=np.array([start]),
         interval_end=np.array([end]),
-        blq=None if blq is None else np.asarray(blq, dtype=bool)[order],
+        below_lloq=None if below_lloq is None else np.asarray(below_lloq, dtype=bool)[order],
         dose=np.array([np.nan if dose is None else dose]),
         dose_end=np.array([dose_end]), duration=np.array([duration]), route=np.array([rc]),
         exclude_hl=None if exclude_hl is None else np.asarray(exclude_hl, dtype=bool)[order],
         include_hl=None if include_hl is None else np.asarray(include_hl, dtype=bool)[order],
         options=NCAOptions(**options), point_details=False,
     )  # fmt: skip
-    return {code: float(v[0]) for code, v in res["values"].items()}
+    from pkpd.nca.registry import PARAMETERS, applies
+
+    finite = math.isfinite(end)
+    route_name = C.ROUTE_ALIASES[str(route).lower().strip()]
+    return {
+        spec.code: (float(res["values"][spec.code][0]) if applies(spec, route_name, finite)
+                    else math.nan)
+        for spec in PARAMETERS
+    }  # fmt: skip
 
 
 def default_threads() -> int:

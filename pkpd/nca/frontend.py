@@ -122,7 +122,7 @@ def nca(
     res = nca_arrays(
         table.time, table.dv, table.offsets,
         interval_group=iv["group"], interval_start=iv["start"], interval_end=iv["end"],
-        blq=table.blq, dose=dose_amt, dose_end=dose_end, duration=duration, route=route_of_iv,
+        below_lloq=table.blq, dose=dose_amt, dose_end=dose_end, duration=duration, route=route_of_iv,
         exclude_hl=table.exclude_hl, include_hl=table.include_hl, options=options,
     )  # fmt: skip
     u = NCAUnits(**(units or {}))
@@ -279,7 +279,7 @@ def _dose_intervals(table: EventTable, doses: pd.DataFrame):
         return np.arange(n_groups), np.zeros(n_groups), np.full(n_groups, np.inf)
     dose_times = doses.groupby("ID", sort=False)["TIME"].unique()
     ids = table.group_ids
-    if len(dose_times) == 1 or all(len(v) == 1 for v in dose_times.to_numpy()):
+    if all(len(v) == 1 for v in dose_times.to_numpy()):
         # one dose per subject: one interval from the dose to infinity (fast path)
         first = doses.groupby("ID", sort=False)["TIME"].min().reindex(ids).to_numpy(float)
         return np.arange(n_groups), first, np.full(n_groups, np.inf)
@@ -512,7 +512,12 @@ class NCAResult:
         cols = [*self.table.group_cols, "START", "END", "TIME", "DV", "row"]
         dropped = dropped[cols].assign(reason=pts.loc[pts["excluded"], "flag"].to_numpy())
         aside = self.set_aside_records.rename(columns={"ID": self.table.group_cols[0]})
-        return pd.concat([dropped, aside], ignore_index=True)
+        parts = [p for p in (dropped, aside) if len(p)]
+        if not parts:
+            return dropped.assign(reason=pd.Series(dtype=object))
+        out = pd.concat(parts, ignore_index=True)
+        out["row"] = out["row"].astype(np.int64)
+        return out
 
     def summary(self, by: Sequence[str] | str | None = None, parameters=None) -> pd.DataFrame:
         """Clinical PK summary table; see :func:`pkpd.nca.summary.summarise`."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pkpd.errors import UnknownParameterError
 from pkpd.nca import _codes as C
 
 __all__ = [
@@ -73,17 +74,21 @@ def span_ratio(lamzll, lamzul, lamzhl):
     return (lamzul - lamzll) / lamzhl
 
 
-def auc_inf(auclast, clast, lamz):
-    r""":math:`AUC_\infty = AUC_{last} + C_{last}/\lambda_z`; 0 when all BLQ (AUClast = 0)."""
-    return np.where(auclast == 0.0, 0.0, auclast + clast / lamz)
+def auc_inf(auclast, clast, lamz, clast_obs):
+    r""":math:`AUC_\infty = AUC_{last} + C_{last}/\lambda_z`.
+
+    ``clast`` is the observed or the predicted Clast. When every concentration
+    is BLQ (observed Clast 0) it equals AUClast (0, or NaN when AUClast is).
+    """
+    return np.where(clast_obs == 0.0, auclast, auclast + clast / lamz)
 
 
-def aumc_inf(aumclast, clast, tlast, lamz):
+def aumc_inf(aumclast, clast, tlast, lamz, clast_obs):
     r""":math:`AUMC_\infty = AUMC_{last} + C_{last} t_{last}/\lambda_z + C_{last}/\lambda_z^2`.
 
-    0 when all BLQ (AUMClast = 0).
+    Equals AUMClast when every concentration is BLQ (observed Clast 0).
     """
-    return np.where(aumclast == 0.0, 0.0, aumclast + clast * tlast / lamz + clast / lamz**2)
+    return np.where(clast_obs == 0.0, aumclast, aumclast + clast * tlast / lamz + clast / lamz**2)
 
 
 def auc_pct_extrapolated(auclast, aucinf):
@@ -92,8 +97,8 @@ def auc_pct_extrapolated(auclast, aucinf):
 
 
 def clearance(dose, auc):
-    r""":math:`CL = Dose / AUC` (CL/F for extravascular); NaN when AUC <= 0."""
-    return dose / _positive(auc)
+    r""":math:`CL = Dose / AUC` (CL/F for extravascular); NaN when dose or AUC <= 0."""
+    return _positive(dose) / _positive(auc)
 
 
 def volume_z(cl, lamz):
@@ -349,8 +354,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         r"AUC_{last} + C_{last}/\lambda_z",
         "lambda_z or AUClast not estimable",
         function=auc_inf,
-        inputs=("AUCLST", "CLST", "LAMZ"),
-        interval="infinite",
+        inputs=("AUCLST", "CLST", "LAMZ", "CLST"),
         pknca="aucinf.obs",
     ),
     _p(
@@ -362,8 +366,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         r"AUC_{last} + \hat C_{last}/\lambda_z",
         "lambda_z or AUClast not estimable",
         function=auc_inf,
-        inputs=("AUCLST", "CLSTP", "LAMZ"),
-        interval="infinite",
+        inputs=("AUCLST", "CLSTP", "LAMZ", "CLST"),
         pknca="aucinf.pred",
     ),
     _p(
@@ -376,7 +379,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "AUCinf not estimable or 0",
         function=auc_pct_extrapolated,
         inputs=("AUCLST", "AUCIFO"),
-        interval="infinite",
         pknca="aucpext.obs",
     ),
     _p(
@@ -389,7 +391,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "AUCinf not estimable or 0",
         function=auc_pct_extrapolated,
         inputs=("AUCLST", "AUCIFP"),
-        interval="infinite",
         pknca="aucpext.pred",
     ),
     _p(
@@ -401,8 +402,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         r"AUMC_{last} + C_{last} t_{last}/\lambda_z + C_{last}/\lambda_z^2",
         "lambda_z or AUMClast not estimable",
         function=aumc_inf,
-        inputs=("AUMCLST", "CLST", "TLST", "LAMZ"),
-        interval="infinite",
+        inputs=("AUMCLST", "CLST", "TLST", "LAMZ", "CLST"),
         pknca="aumcinf.obs",
     ),
     _p(
@@ -414,8 +414,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         r"AUMC_{last} + \hat C_{last} t_{last}/\lambda_z + \hat C_{last}/\lambda_z^2",
         "lambda_z or AUMClast not estimable",
         function=aumc_inf,
-        inputs=("AUMCLST", "CLSTP", "TLST", "LAMZ"),
-        interval="infinite",
+        inputs=("AUMCLST", "CLSTP", "TLST", "LAMZ", "CLST"),
         pknca="aumcinf.pred",
     ),
     # --- interval (partial) AUC ----------------------------------------------------------
@@ -466,7 +465,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=clearance,
         inputs=("DOSE", "AUCIFO"),
         routes=EV,
-        interval="infinite",
         pknca="cl.obs",
     ),
     _p(
@@ -480,7 +478,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=clearance,
         inputs=("DOSE", "AUCIFP"),
         routes=EV,
-        interval="infinite",
         pknca="cl.pred",
     ),
     _p(
@@ -494,7 +491,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=clearance,
         inputs=("DOSE", "AUCIFO"),
         routes=IV,
-        interval="infinite",
         pknca="cl.obs",
     ),
     _p(
@@ -508,7 +504,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=clearance,
         inputs=("DOSE", "AUCIFP"),
         routes=IV,
-        interval="infinite",
         pknca="cl.pred",
     ),
     _p(
@@ -522,7 +517,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=volume_z,
         inputs=("CLFO", "LAMZ"),
         routes=EV,
-        interval="infinite",
         pknca="vz.obs",
     ),
     _p(
@@ -536,7 +530,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=volume_z,
         inputs=("CLFP", "LAMZ"),
         routes=EV,
-        interval="infinite",
         pknca="vz.pred",
     ),
     _p(
@@ -550,7 +543,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=volume_z,
         inputs=("CLO", "LAMZ"),
         routes=IV,
-        interval="infinite",
         pknca="vz.obs",
     ),
     _p(
@@ -564,7 +556,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=volume_z,
         inputs=("CLP", "LAMZ"),
         routes=IV,
-        interval="infinite",
         pknca="vz.pred",
     ),
     _p(
@@ -578,7 +569,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=mrt,
         inputs=("AUCIFO", "AUMCIFO", "DURATION"),
         routes=EV,
-        interval="infinite",
         pknca="mrt.obs",
     ),
     _p(
@@ -592,7 +582,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=mrt,
         inputs=("AUCIFP", "AUMCIFP", "DURATION"),
         routes=EV,
-        interval="infinite",
         pknca="mrt.pred",
     ),
     _p(
@@ -606,7 +595,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=mrt,
         inputs=("AUCIFO", "AUMCIFO", "DURATION"),
         routes=IV,
-        interval="infinite",
         pknca="mrt.iv.obs",
     ),
     _p(
@@ -620,7 +608,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=mrt,
         inputs=("AUCIFP", "AUMCIFP", "DURATION"),
         routes=IV,
-        interval="infinite",
         pknca="mrt.iv.pred",
     ),
     _p(
@@ -634,7 +621,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=volume_ss,
         inputs=("CLO", "MRTIVIFO"),
         routes=IV,
-        interval="infinite",
         pknca="vss.iv.obs",
     ),
     _p(
@@ -648,7 +634,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         function=volume_ss,
         inputs=("CLP", "MRTIVIFP"),
         routes=IV,
-        interval="infinite",
         pknca="vss.iv.pred",
     ),
     _p(
@@ -698,7 +683,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "dose unknown or 0",
         function=dose_normalised,
         inputs=("AUCIFO", "DOSE"),
-        interval="infinite",
         pknca="aucinf.obs.dn",
     ),
     _p(
@@ -711,7 +695,6 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "dose unknown or 0",
         function=dose_normalised,
         inputs=("AUCIFP", "DOSE"),
-        interval="infinite",
         pknca="aucinf.pred.dn",
     ),
     # --- multiple dose (dosing interval tau = end - start) --------------------------------
@@ -822,7 +805,7 @@ def get(code: str) -> ParameterSpec:
     try:
         return _BY_CODE[code.upper()]
     except KeyError:
-        raise KeyError(
+        raise UnknownParameterError(
             f"Unknown NCA parameter {code!r}. Known PPTESTCD codes: {', '.join(_BY_CODE)}"
         ) from None
 

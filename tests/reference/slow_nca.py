@@ -60,9 +60,15 @@ def _normalise_blq_rule(blq_rule):
 
 
 def _handle_missing(samples, conc_na):
-    """Drop samples with NaN conc, or replace the NaN by the number conc_na."""
+    """Drop samples with NaN conc, or replace the NaN by the number conc_na.
+
+    A sample flagged BLQ is BLQ (concentration 0) even when its value is missing.
+    """
     out = []
     for t, c, is_blq in samples:
+        if is_blq:
+            out.append((t, 0.0, True))
+            continue
         if math.isnan(c):
             if conc_na == "drop":
                 continue
@@ -398,25 +404,27 @@ def reference_nca(
     if not math.isnan(aucifp) and aucifp != 0:
         out["AUCPEP"] = 100 * (1 - auclast / aucifp)
 
+    # ---- MRT (no dose needed)
+    def per_auc(numerator, auc):
+        return numerator / auc if auc > 0 else NAN  # NaN auc -> NaN
+
+    mrto, mrtp = per_auc(aumcifo, aucifo), per_auc(aumcifp, aucifp)
+    if route == "extravascular":
+        out.update(MRTEVIFO=mrto, MRTEVIFP=mrtp)
+    else:
+        mrto -= infusion_duration / 2
+        mrtp -= infusion_duration / 2
+        out.update(MRTIVIFO=mrto, MRTIVIFP=mrtp)
+
     # ---- dose based
     if dose is not None and dose > 0:
-
-        def per_auc(numerator, auc):
-            return numerator / auc if auc > 0 else NAN  # NaN auc -> NaN
-
         clo, clp = per_auc(dose, aucifo), per_auc(dose, aucifp)
-        mrto, mrtp = per_auc(aumcifo, aucifo), per_auc(aumcifp, aucifp)
         if route == "extravascular":
-            out.update(
-                CLFO=clo, CLFP=clp, VZFO=clo / lz, VZFP=clp / lz, MRTEVIFO=mrto, MRTEVIFP=mrtp
-            )
+            out.update(CLFO=clo, CLFP=clp, VZFO=clo / lz, VZFP=clp / lz)
         else:
-            mrto -= infusion_duration / 2
-            mrtp -= infusion_duration / 2
             out.update(
-                CLO=clo, CLP=clp, VZO=clo / lz, VZP=clp / lz, MRTIVIFO=mrto, MRTIVIFP=mrtp,
-                VSSO=clo * mrto, VSSP=clp * mrtp,
-            )  # fmt: skip
+                CLO=clo, CLP=clp, VZO=clo / lz, VZP=clp / lz, VSSO=clo * mrto, VSSP=clp * mrtp
+            )
         out.update(
             CMAXD=cmax / dose, AUCLSTD=auclast / dose, AUCIFOD=aucifo / dose,
             AUCIFPD=aucifp / dose,
