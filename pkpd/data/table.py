@@ -229,7 +229,8 @@ def _event_ids(data: pd.DataFrame, roles: Roles) -> np.ndarray:
             pos = np.flatnonzero(bad)
             raise DataError(
                 f"Column {roles.evid!r} (EVID) must be 0-4; found "
-                f"{data[roles.evid].iloc[pos[:5]].tolist()} at {describe_rows(pos, data.index[pos])}."
+                f"{data[roles.evid].iloc[pos[:5]].tolist()} at "
+                f"{describe_rows(pos, data.index[pos])}."
             )
         return evid.astype(np.int8)
     evid = np.zeros(n, dtype=np.int8)
@@ -295,7 +296,8 @@ def _blq(obs: pd.DataFrame, roles: Roles, dv, ids, pos) -> np.ndarray:
             k = np.flatnonzero(bad)
             raise DataError(
                 f"Column {roles.blq!r} (BLQ flag) must be 0 or 1; found "
-                f"{obs[roles.blq].iloc[k[:5]].tolist()} at {describe_rows(pos[k], obs.index[k], ids[k])}."
+                f"{obs[roles.blq].iloc[k[:5]].tolist()} at "
+                f"{describe_rows(pos[k], obs.index[k], ids[k])}."
             )
         flag = flag_values == 1
         blq = blq | flag
