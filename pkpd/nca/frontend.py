@@ -122,8 +122,8 @@ def nca(
     res = nca_arrays(
         table.time, table.dv, table.offsets,
         interval_group=iv["group"], interval_start=iv["start"], interval_end=iv["end"],
-        below_lloq=table.blq, dose=dose_amt, dose_end=dose_end, duration=duration, route=route_of_iv,
-        exclude_hl=table.exclude_hl, include_hl=table.include_hl, options=options,
+        below_lloq=table.blq, dose=dose_amt, dose_end=dose_end, duration=duration,
+        route=route_of_iv, exclude_hl=table.exclude_hl, include_hl=table.include_hl, options=options,
     )  # fmt: skip
     u = NCAUnits(**(units or {}))
     result = NCAResult(
@@ -186,7 +186,9 @@ def _dose_events(table: EventTable, data: pd.DataFrame, dose, dose_time) -> pd.D
         try:
             amounts = np.full(len(ids), float(dose))
         except (TypeError, ValueError):
-            raise DoseError(f"dose= must be a number, a mapping or a column name, not {dose!r}.")
+            raise DoseError(
+                f"dose= must be a number, a mapping or a column name, not {dose!r}."
+            ) from None
     if not np.all(np.isfinite(amounts)) or np.any(amounts < 0):
         raise DoseError("dose= amounts must be finite and >= 0.")
     return pd.DataFrame(
