@@ -123,7 +123,8 @@ def nca(
         table.time, table.dv, table.offsets,
         interval_group=iv["group"], interval_start=iv["start"], interval_end=iv["end"],
         below_lloq=table.blq, dose=dose_amt, dose_end=dose_end, duration=duration,
-        route=route_of_iv, exclude_hl=table.exclude_hl, include_hl=table.include_hl, options=options,
+        route=route_of_iv, exclude_hl=table.exclude_hl, include_hl=table.include_hl,
+        options=options,
     )  # fmt: skip
     u = NCAUnits(**(units or {}))
     result = NCAResult(
