@@ -455,7 +455,7 @@ def evaluate_target(results: list[dict], memory: dict | None) -> dict:
         met &= ok
         lines.append(
             f"time: pkpd.nca on 1e6 profiles {s:.3f} s (with res.wide {big[0]['total_seconds']:.3f}"
-            f" s): {'met' if ok else 'NOT met'} (x{s / TARGET_SECONDS:.1f} of the target)"
+            f" s): {'met' if ok else 'NOT met'} ({s / TARGET_SECONDS:.1f}x the target)"
         )
     else:
         met = False
@@ -475,7 +475,10 @@ def write_json_atomic(data: dict, path: str) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".nca_throughput.", suffix=".json.tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2)
             fh.write("\n")

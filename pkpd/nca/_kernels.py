@@ -767,3 +767,48 @@ def nca_all_intervals(
                 scratch,
                 imputed,
             )
+
+
+@nb.njit(**NJIT_OPTIONS)
+def interval_doses(
+    dose_offsets, dose_time, dose_amt, dose_dur, iv_subject, iv_start, iv_end, iv_infusion,
+    amount, dose_end, duration,
+):  # fmt: skip
+    """Dose amount, end of the last dose and infusion duration of every interval.
+
+    Doses are sorted by subject then time; subject ``s`` owns
+    ``[dose_offsets[s], dose_offsets[s + 1])``. A dose belongs to an interval
+    when ``start <= t < end`` (``t >= start`` for an infinite end). Returns the
+    index of the first interval whose infusion has no duration, or -1.
+    """
+    bad = -1
+    for k in range(iv_subject.shape[0]):
+        s = iv_subject[k]
+        amount[k] = NAN
+        dose_end[k] = -np.inf
+        duration[k] = 0.0
+        if s < 0:
+            continue
+        a = dose_offsets[s]
+        b = dose_offsets[s + 1]
+        lo = a + np.searchsorted(dose_time[a:b], iv_start[k], side="left")
+        if math.isinf(iv_end[k]):
+            hi = b
+        else:
+            hi = a + np.searchsorted(dose_time[a:b], iv_end[k], side="left")
+        if hi <= lo:
+            continue
+        total = 0.0
+        last_end = -np.inf
+        for j in range(lo, hi):
+            total += dose_amt[j]
+            e = dose_time[j] + (dose_dur[j] if iv_infusion[k] else 0.0)
+            if e > last_end:
+                last_end = e
+        amount[k] = total
+        dose_end[k] = last_end - iv_start[k]
+        if iv_infusion[k]:
+            duration[k] = dose_dur[lo]
+            if not dose_dur[lo] > 0.0 and bad < 0:
+                bad = k
+    return bad

@@ -31,6 +31,8 @@ def compute_derived(
         ``DOSE``, ``DURATION`` (infusion duration) and ``TAU`` per interval.
     """
     n = len(next(iter(values.values())))
+    # intervals with every concentration BLQ: values computed from them keep the caveat
+    all_blq = np.flatnonzero(reasons["CLST"] == C.R_ALL_BLQ) if "CLST" in reasons else None
     for spec in PARAMETERS:
         if spec.function is None:
             continue
@@ -39,26 +41,29 @@ def compute_derived(
             args.append(interval_inputs[name] if name in INTERVAL_INPUTS else values[name])
         with np.errstate(all="ignore"):
             result = np.asarray(spec.function(*args), dtype=float)
-        result = np.broadcast_to(result, (n,)).copy()
+        if result.shape != (n,):
+            result = np.broadcast_to(result, (n,)).copy()
         reason = np.zeros(n, dtype=np.int8)
-        missing = np.isnan(result)
-        if missing.any():
+        missing = np.flatnonzero(np.isnan(result))
+        if missing.size:
+            # work on the (usually few) missing rows only
+            sub = np.zeros(missing.size, dtype=np.int8)
             for name, arg in zip(spec.inputs, args, strict=True):
+                a = arg[missing]
                 if name in INTERVAL_INPUTS:
-                    bad = missing & (reason == 0) & ~(arg > 0) & (name != "DURATION")
-                    reason[bad] = C.R_DOSE if name == "DOSE" else C.R_INFINITE_END
+                    if name == "DURATION":
+                        continue
+                    bad = (sub == 0) & ~(a > 0)
+                    sub[bad] = C.R_DOSE if name == "DOSE" else C.R_INFINITE_END
                     continue
-                bad = missing & (reason == 0) & np.isnan(arg)
-                inherited = reasons[name][bad]
-                reason[bad] = np.where(inherited != 0, inherited, C.R_DEPENDENCY)
-            rest = missing & (reason == 0)
-            if rest.any():
-                reason[rest] = _specific_reason(spec.code)
-        # a value computed from a caveated input (e.g. 0 when all BLQ) keeps the caveat
-        for name in spec.inputs:
-            if name not in INTERVAL_INPUTS:
-                carry = ~missing & (reason == 0) & (reasons[name] == C.R_ALL_BLQ)
-                reason[carry] = C.R_ALL_BLQ
+                bad = (sub == 0) & np.isnan(a)
+                inherited = reasons[name][missing][bad]
+                sub[bad] = np.where(inherited != 0, inherited, C.R_DEPENDENCY)
+            sub[sub == 0] = _specific_reason(spec.code)
+            reason[missing] = sub
+        if all_blq is not None and all_blq.size:
+            keep = all_blq[~np.isnan(result[all_blq]) & (reason[all_blq] == 0)]
+            reason[keep] = C.R_ALL_BLQ
         values[spec.code] = result
         reasons[spec.code] = reason
 

@@ -280,12 +280,12 @@ def _dose_intervals(table: EventTable, doses: pd.DataFrame):
     n_groups = table.n_groups
     if len(doses) == 0:
         return np.arange(n_groups), np.zeros(n_groups), np.full(n_groups, np.inf)
-    dose_times = doses.groupby("ID", sort=False)["TIME"].unique()
     ids = table.group_ids
-    if all(len(v) == 1 for v in dose_times.to_numpy()):
+    if doses.groupby("ID", sort=False)["TIME"].nunique().max() == 1:
         # one dose per subject: one interval from the dose to infinity (fast path)
         first = doses.groupby("ID", sort=False)["TIME"].min().reindex(ids).to_numpy(float)
         return np.arange(n_groups), first, np.full(n_groups, np.inf)
+    dose_times = doses.groupby("ID", sort=False)["TIME"].unique()
     groups, starts, ends = [], [], []
     for g, subject in enumerate(ids):
         times = np.sort(dose_times[subject])
@@ -353,36 +353,35 @@ def _routes(route, subject_ids) -> np.ndarray:
 
 
 def _interval_doses(table: EventTable, doses: pd.DataFrame, iv: dict, routes: np.ndarray):
+    """Dose amount, end of the last dose (relative) and infusion duration per interval."""
+    from pkpd.nca._kernels import interval_doses
+
     n = iv["group"].size
     amount = np.full(n, np.nan)
     dose_end = np.full(n, -np.inf)
     duration = np.zeros(n)
     if len(doses) == 0:
         return amount, dose_end, duration
-    ids = table.group_ids[iv["group"]]
-    by_id = {k: v for k, v in doses.groupby("ID", sort=False)}
-    start, end = iv["start"], iv["end"]
-    for k in range(n):
-        d = by_id.get(ids[k])
-        if d is None:
-            continue
-        t = d["TIME"].to_numpy()
-        inside = (t >= start[k]) & ((t < end[k]) | (np.isinf(end[k])))
-        if not inside.any():
-            continue
-        amount[k] = d["AMT"].to_numpy()[inside].sum()
-        dur = d["DUR"].to_numpy()[inside]
-        if routes[k] == C.ROUTE_IV_INFUSION:
-            if not (dur > 0).any():
-                raise DoseError(
-                    f"route='iv_infusion' but subject {ids[k]!r} has no infusion duration "
-                    "(DUR, or AMT/RATE) on its dose record."
-                )
-            duration[k] = dur[0]
-        dose_end[k] = float(
-            np.max(t[inside] + np.where(routes[k] == C.ROUTE_IV_INFUSION, dur, 0.0))
+    subjects = pd.Index(pd.unique(doses["ID"]))
+    dose_subject = subjects.get_indexer(doses["ID"])
+    order = np.lexsort((doses["TIME"].to_numpy(float), dose_subject))
+    counts = np.bincount(dose_subject, minlength=len(subjects))
+    dose_offsets = np.zeros(len(subjects) + 1, dtype=np.int64)
+    np.cumsum(counts, out=dose_offsets[1:])
+    iv_subject = subjects.get_indexer(table.group_ids[iv["group"]]).astype(np.int64)
+    infusion = routes == C.ROUTE_IV_INFUSION
+    bad = interval_doses(
+        dose_offsets, doses["TIME"].to_numpy(float)[order], doses["AMT"].to_numpy(float)[order],
+        doses["DUR"].to_numpy(float)[order], iv_subject,
+        np.ascontiguousarray(iv["start"], dtype=float),
+        np.ascontiguousarray(iv["end"], dtype=float), infusion, amount, dose_end, duration,
+    )  # fmt: skip
+    if bad >= 0:
+        subject = table.group_ids[iv["group"][bad]]
+        raise DoseError(
+            f"route='iv_infusion' but subject {subject!r} has no infusion duration "
+            "(DUR, or AMT/RATE) on its dose record."
         )
-        dose_end[k] -= start[k]
     return amount, dose_end, duration
 
 
@@ -423,7 +422,6 @@ class NCAResult:
         """(boolean row mask, code) for every reported parameter."""
         finite = np.isfinite(self.intervals["end"])
         out = []
-        route_names = np.array([ROUTE_NAMES[r] for r in range(3)])[self.route]
         flags = self.intervals.get("flags")
         for spec in registry.PARAMETERS:
             if flags is not None:
@@ -440,7 +438,7 @@ class NCAResult:
                     )
                 elif spec.code not in self.requested["finite"]:
                     continue
-            mask &= np.isin(route_names, spec.routes)
+            mask &= np.isin(self.route, [C.ROUTES[r] for r in spec.routes])
             if spec.interval == "finite":
                 mask &= finite
             elif spec.interval == "infinite":
