@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pkpd.data._scan import scan_sorted_profiles
 from pkpd.data.events import DOSE_EVIDS, OBSERVATION_EVID, expand_doses
 from pkpd.data.roles import Roles, resolve_roles
 from pkpd.errors import ColumnError, DataError, PKPDWarning, describe_rows
@@ -168,17 +169,23 @@ def prepare_event_table(
     blq = _blq(obs, roles, dv, ids[obs_pos], obs_pos)
     otime = time[obs_pos]
 
-    codes, group_frame = _group_codes(obs, group_cols)
-    if len(group_frame) == 0:
+    if len(obs) == 0:
         raise DataError("The data hold no observation records (EVID 0 with MDV 0).")
-    order = _profile_order(codes, otime)
-    if order is not None:
-        codes, otime, dv, blq, obs_pos = (a[order] for a in (codes, otime, dv, blq, obs_pos))
-    counts = np.bincount(codes, minlength=len(group_frame))
-    offsets = np.zeros(len(group_frame) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-
-    _check_duplicates(codes, otime, obs_pos, data, group_frame, group_cols)
+    fast = _sorted_numeric_profiles(obs, group_cols, otime)
+    if fast is not None:
+        offsets, group_frame, dup = fast
+        if dup >= 0:
+            codes = np.repeat(np.arange(len(group_frame)), np.diff(offsets))
+            _check_duplicates(codes, otime, obs_pos, data, group_frame, group_cols)
+    else:
+        codes, group_frame = _group_codes(obs, group_cols)
+        order = _profile_order(codes, otime)
+        if order is not None:
+            codes, otime, dv, blq, obs_pos = (a[order] for a in (codes, otime, dv, blq, obs_pos))
+        counts = np.bincount(codes, minlength=len(group_frame))
+        offsets = np.zeros(len(group_frame) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        _check_duplicates(codes, otime, obs_pos, data, group_frame, group_cols)
 
     exclude_hl = _flag(data, roles.exclude_hl, obs_pos)
     include_hl = _flag(data, roles.include_hl, obs_pos)
@@ -317,6 +324,27 @@ def _blq(obs: pd.DataFrame, roles: Roles, dv, ids, pos) -> np.ndarray:
                 )
         blq = blq | below
     return blq
+
+
+def _sorted_numeric_profiles(obs: pd.DataFrame, group_cols: list[str], time: np.ndarray):
+    """Fast path: one numeric id column, rows sorted by id and time (one numba pass).
+
+    Returns ``(offsets, groups, first duplicate row or -1)``, or None when the
+    fast path does not apply (the general path then sorts and checks).
+    """
+    if len(group_cols) != 1:
+        return None
+    key = obs[group_cols[0]].to_numpy()
+    if key.dtype.kind not in "iuf":
+        return None
+    starts = np.empty(key.size, dtype=np.int64)
+    status, n_groups, dup = scan_sorted_profiles(key, time, starts)
+    if status != 0:
+        return None
+    offsets = np.empty(n_groups + 1, dtype=np.int64)
+    offsets[:n_groups] = starts[:n_groups]
+    offsets[n_groups] = key.size
+    return offsets, pd.DataFrame({group_cols[0]: key[starts[:n_groups]]}), dup
 
 
 def _group_codes(obs: pd.DataFrame, group_cols: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
