@@ -261,12 +261,27 @@ def nca_arrays(
     values = {name: out[:, j] for j, name in enumerate(K.PRIMARY_NAMES)}
     reasons = {name: reason[:, j] for j, name in enumerate(K.PRIMARY_NAMES)}
     tau = end - start
-    compute_derived(values, reasons, {"DOSE": dose_a, "DURATION": dur_a, "TAU": tau})
+    compute_derived(
+        values, reasons, {"DOSE": dose_a, "DURATION": dur_a, "TAU": tau},
+        codes=_applicable_codes(route_a, tau),
+    )  # fmt: skip
     _accumulation(values, reasons, ig, start, tau)
     result = {"values": values, "reasons": reasons, "first": i0, "n_samples": counts}
     if point_details:
         result.update(flags=flags, lz_used=lz_used, point_offsets=pt_offsets)
     return result
+
+
+def _applicable_codes(route: np.ndarray, tau: np.ndarray) -> set[str]:
+    """Codes that apply to at least one interval (its route and finite/infinite end)."""
+    from pkpd.nca.registry import PARAMETERS, applies
+
+    names = {v: k for k, v in C.ROUTES.items()}
+    routes = [names[int(r)] for r in np.unique(route)]
+    kinds = [bool(f) for f in np.unique(np.isfinite(tau))]
+    return {
+        spec.code for spec in PARAMETERS if any(applies(spec, r, f) for r in routes for f in kinds)
+    }
 
 
 def _accumulation(values, reasons, group, start, tau) -> None:

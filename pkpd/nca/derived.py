@@ -20,6 +20,7 @@ def compute_derived(
     values: dict[str, np.ndarray],
     reasons: dict[str, np.ndarray],
     interval_inputs: dict[str, np.ndarray],
+    codes: set[str] | None = None,
 ) -> None:
     """Add every derived parameter to ``values``/``reasons`` (in place).
 
@@ -29,12 +30,20 @@ def compute_derived(
         Primary parameter columns by PPTESTCD code, with int8 reason codes.
     interval_inputs
         ``DOSE``, ``DURATION`` (infusion duration) and ``TAU`` per interval.
+    codes
+        Compute only these derived parameters and what they depend on (default: all).
     """
+    needed = None
+    if codes is not None:
+        needed = set(codes)
+        for spec in reversed(PARAMETERS):
+            if spec.code in needed:
+                needed.update(i for i in spec.inputs if i not in INTERVAL_INPUTS)
     n = len(next(iter(values.values())))
     # intervals with every concentration BLQ: values computed from them keep the caveat
     all_blq = np.flatnonzero(reasons["CLST"] == C.R_ALL_BLQ) if "CLST" in reasons else None
     for spec in PARAMETERS:
-        if spec.function is None:
+        if spec.function is None or (needed is not None and spec.code not in needed):
             continue
         args = []
         for name in spec.inputs:
