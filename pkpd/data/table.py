@@ -9,7 +9,6 @@ reorders the user's frame in place.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import pandas as pd
 from pkpd.data._scan import scan_sorted_profiles
 from pkpd.data.events import DOSE_EVIDS, OBSERVATION_EVID, expand_doses
 from pkpd.data.roles import Roles, resolve_roles
-from pkpd.errors import ColumnError, DataError, PKPDWarning, describe_rows
+from pkpd.errors import ColumnError, DataError, describe_rows
 
 __all__ = ["EventTable", "prepare_event_table"]
 
@@ -434,14 +433,3 @@ def _set_aside_frame(data, set_aside, id_col, time_col, dv_col) -> pd.DataFrame:
             }
         )
     return pd.concat(frames, ignore_index=True)
-
-
-def warn_set_aside(aside: pd.DataFrame, what: str) -> None:
-    """Warn once, with counts per reason, about records set aside."""
-    if len(aside):
-        counts = aside["reason"].value_counts().to_dict()
-        warnings.warn(
-            f"{what}: {len(aside)} record(s) not used ({counts}); see the 'excluded' table.",
-            PKPDWarning,
-            stacklevel=3,
-        )

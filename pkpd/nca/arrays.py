@@ -22,7 +22,6 @@ Rules (PKNCA / Phoenix WinNonlin, see ``docs/nca/semantics.md``):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -377,8 +376,3 @@ def nca_profile(
                     else math.nan)
         for spec in PARAMETERS
     }  # fmt: skip
-
-
-def default_threads() -> int:
-    """Threads the kernels use (``NUMBA_NUM_THREADS`` or all cores)."""
-    return int(os.environ.get("NUMBA_NUM_THREADS", numba.config.NUMBA_NUM_THREADS))

@@ -20,8 +20,6 @@ from pkpd.nca.units import NCAUnits
 
 __all__ = ["NCAResult", "nca", "route_code"]
 
-ROUTE_NAMES = {v: k for k, v in C.ROUTES.items()}
-
 
 def route_code(route: str) -> int:
     """Integer code of a route name (accepts common aliases such as 'oral', 'iv')."""
