@@ -1,0 +1,418 @@
+r"""The one Bayesian base class of every population model in pkpd.
+
+A subclass states only its mathematics: its structural parameters
+(:class:`StructuralParameter`), default priors with their sources, how a dataset
+becomes :class:`~pkpd.models._data.ModelData`, and the structural prediction
+:meth:`PopulationModel.log_prediction`, written once for numpy and PyTensor. The base
+class builds the hierarchical PyMC model, samples it and returns a
+:class:`~pkpd.models._fit.PopulationFit`.
+
+Statistical model, for subject :math:`i`, structural parameter :math:`p` with latent
+transform :math:`g` (log, or logit for fractions) and observation :math:`j`:
+
+.. math::
+
+    g(\theta_{ip}) &= \mu_p + \sum_c x_{ic}^\top \beta_{pc} + \eta_{ip},
+        \qquad \eta_i = \mathrm{diag}(\omega)\, z_i \;\text{or}\; L z_i,
+        \quad z_i \sim N(0, I) \\
+    \ln y_{ij} &\sim N(\ln f(t_{ij}; \theta_i), \sigma^2)
+        \quad\text{if quantified}, \qquad
+    P(y_{ij} < \mathrm{LLOQ}_{ij}) = \Phi\!\left(\frac{\ln \mathrm{LLOQ}_{ij}
+        - \ln f(t_{ij}; \theta_i)}{\sigma}\right) \quad\text{if BLQ (M3)}
+
+The between-subject variability is non-centred (Betancourt & Girolami 2015); with
+``correlated=True`` the Cholesky factor :math:`L` of the full covariance has an
+LKJ(2) prior on the correlations (Lewandowski, Kurowicka & Joe 2009). BLQ
+records are left-censored at their own LLOQ (Beal 2001, method M3).
+
+References
+----------
+Beal SL. Ways to fit a PK model with some data below the quantification limit.
+*J Pharmacokinet Pharmacodyn* 2001;28:481-504.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, logit
+
+from pkpd.errors import OptionError
+from pkpd.models._data import ModelData
+from pkpd.models._priors import CovariateEffect, Prior
+
+__all__ = ["PopulationModel", "StructuralParameter"]
+
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+
+
+@dataclass(frozen=True)
+class StructuralParameter:
+    """A structural parameter: its name, unit, latent transform and meaning.
+
+    ``unit`` may contain ``{conc}`` and ``{time}``, filled from the data's units.
+    ``transform`` is ``"log"`` (positive) or ``"logit"`` (fraction in (0, 1)).
+    """
+
+    name: str
+    unit: str
+    transform: str = "log"
+    description: str = ""
+
+    def inverse(self, latent, xp=np):
+        if self.transform == "log":
+            return xp.exp(latent)
+        return expit(latent) if xp is np else xp.sigmoid(latent)
+
+    def forward(self, value):
+        return np.log(value) if self.transform == "log" else logit(value)
+
+
+class PopulationModel:
+    """Base class: hierarchical structure, likelihood, sampling.
+
+    Parameters
+    ----------
+    priors
+        Overrides of the default priors: ``{name: Prior}`` where ``name`` is a
+        structural parameter (typical value), ``omega_<name>`` (BSV SD on the latent
+        scale), ``sigma`` (residual SD of ln DV) or a model-specific extra.
+    bsv
+        Parameters with between-subject variability (default: all).
+    correlated
+        Full BSV covariance with an LKJ prior instead of independent etas.
+    covariates
+        :class:`~pkpd.models.CovariateEffect` objects (or dicts, or
+        ``"param~COLUMN"`` strings for categorical effects).
+    columns
+        Role -> column mapping for the data (see :mod:`pkpd.data.roles`).
+    time_unit, conc_unit
+        Units for the report (``conc_unit`` defaults to the data's DVU column).
+    """
+
+    #: name used in saved files (subclasses override)
+    model_name = "PopulationModel"
+
+    def __init__(
+        self,
+        *,
+        priors: Mapping[str, Prior] | None = None,
+        bsv: Sequence[str] | None = None,
+        correlated: bool = False,
+        covariates: Sequence = (),
+        columns: Mapping[str, str] | None = None,
+        time_unit: str = "h",
+        conc_unit: str | None = None,
+    ):
+        names = [p.name for p in self.structural_parameters()]
+        self.priors = dict(self.default_priors())
+        for key, prior in dict(priors or {}).items():
+            if key not in self.priors:
+                raise OptionError(
+                    f"No parameter {key!r} to set a prior on; known: {sorted(self.priors)}."
+                )
+            self.priors[key] = prior if isinstance(prior, Prior) else Prior.from_dict(prior)
+        self.bsv = list(names if bsv is None else bsv)
+        unknown = [b for b in self.bsv if b not in names]
+        if unknown:
+            raise OptionError(f"bsv= names unknown parameter(s) {unknown}; known: {names}.")
+        self.correlated = bool(correlated)
+        if self.correlated and len(self.bsv) < 2:
+            raise OptionError("correlated=True needs at least two parameters with BSV.")
+        self.covariates = [CovariateEffect.coerce(c) for c in covariates]
+        for c in self.covariates:
+            if c.parameter not in names:
+                raise OptionError(
+                    f"Covariate {c.column!r} acts on unknown parameter {c.parameter!r}; "
+                    f"known: {names}."
+                )
+        self.columns = dict(columns or {})
+        self.time_unit = time_unit
+        self.conc_unit = conc_unit
+
+    # -- what a subclass provides -------------------------------------------------
+    def structural_parameters(self) -> list[StructuralParameter]:
+        raise NotImplementedError
+
+    def default_priors(self) -> dict[str, Prior]:
+        raise NotImplementedError
+
+    def prepare(self, data) -> ModelData:
+        """Validate a DataFrame and build the model's arrays."""
+        raise NotImplementedError
+
+    def extra_variables(self, d: ModelData) -> dict:
+        """Create model-specific latent variables (inside the model context)."""
+        return {}
+
+    def extra_from_draws(self, draws: Mapping[str, np.ndarray], d: ModelData) -> dict:
+        """The same extras from posterior draws (numpy), shaped ``(S, ...)``."""
+        return {}
+
+    def log_prediction(self, theta: dict, extra: dict, d: ModelData, subject, time, matrix):
+        """``ln f(t)`` at (subject index, time, matrix index); numpy or PyTensor."""
+        raise NotImplementedError
+
+    def derived(self, theta: dict, extra: dict, d: ModelData) -> dict[str, np.ndarray]:
+        """Per-subject derived exposures from individual parameters (numpy, (S, n_subj))."""
+        return {}
+
+    def extra_summary_rows(self, posterior, units: dict) -> list:
+        """Extra ``(name, kind, unit, DataArray)`` rows for :meth:`PopulationFit.summary`."""
+        return []
+
+    def individual_columns(self, theta: dict, derived: dict) -> dict[str, np.ndarray]:
+        """Columns of :meth:`PopulationFit.individual`: ``(S, n_subj)`` arrays."""
+        return {**theta, **derived}
+
+    def units(self, d: ModelData | None = None) -> dict[str, str]:
+        conc = self.conc_unit or (d.meta.get("conc_unit") if d is not None else None) or "conc"
+        return {"conc": conc, "time": self.time_unit}
+
+    # -- config round trip ------------------------------------------------------------
+    def config(self) -> dict:
+        """JSON-serialisable constructor arguments (saved with every fit)."""
+        return {
+            "priors": {k: v.to_dict() for k, v in self.priors.items()},
+            "bsv": list(self.bsv),
+            "correlated": self.correlated,
+            "covariates": [c.to_dict() for c in self.covariates],
+            "columns": self.columns,
+            "time_unit": self.time_unit,
+            "conc_unit": self.conc_unit,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> PopulationModel:
+        config = dict(config)
+        config["priors"] = {k: Prior.from_dict(v) for k, v in config["priors"].items()}
+        config["covariates"] = [CovariateEffect.from_dict(c) for c in config["covariates"]]
+        return cls(**config)
+
+    def prior_table(self) -> pd.DataFrame:
+        """Every prior with its distribution and literature source."""
+        return pd.DataFrame(
+            [
+                {"parameter": k, "prior": v.describe(), "source": v.source}
+                for k, v in self.priors.items()
+            ]
+        )
+
+    # -- covariates -------------------------------------------------------------------
+    def covariate_design(self, d: ModelData) -> list[dict]:
+        """Per effect: codes (categorical) or log(x/ref) (power), levels, reference."""
+        out = []
+        for c in self.covariates:
+            values = d.covariates[c.column].to_numpy()
+            if c.kind == "categorical":
+                levels = list(pd.unique(values))
+                if c.reference is not None:
+                    if c.reference not in levels:
+                        raise OptionError(
+                            f"Reference level {c.reference!r} of covariate {c.column!r} is not in "
+                            f"the data (levels {levels})."
+                        )
+                    ref = c.reference
+                else:
+                    counts = pd.Series(values).value_counts(sort=False)
+                    ref = counts.idxmax()
+                levels = [ref] + [lv for lv in sorted(levels, key=str) if lv != ref]
+                if len(levels) < 2:
+                    raise OptionError(
+                        f"Covariate {c.column!r} has one level ({ref!r}) in the data; its effect "
+                        "cannot be estimated. Remove it."
+                    )
+                codes = pd.Index(levels).get_indexer(values)
+                out.append({"effect": c, "levels": levels, "reference": ref, "codes": codes})
+            else:
+                x = np.asarray(values, dtype=float)
+                if np.any(x <= 0):
+                    raise OptionError(
+                        f"Power covariate {c.column!r} needs positive values (got min {x.min()})."
+                    )
+                ref = float(np.median(x) if c.reference is None else c.reference)
+                out.append({"effect": c, "reference": ref, "logx": np.log(x / ref)})
+        return out
+
+    # -- the PyMC model ---------------------------------------------------------------
+    def build_model(self, data, *, design: list | None = None):
+        """The PyMC model of ``data`` (a DataFrame or prepared :class:`ModelData`).
+
+        Coords: ``subject``, ``obs``, ``eta_parameter`` and one ``<COLUMN>_level``
+        per categorical covariate (non-reference levels).
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        d = data if isinstance(data, ModelData) else self.prepare(data)
+        params = self.structural_parameters()
+        design = self.covariate_design(d) if design is None else design
+        coords = {"subject": d.subjects, "obs": np.arange(d.n_obs), "eta_parameter": self.bsv}
+        if self.correlated:
+            coords["eta_row"] = list(self.bsv)
+        for item in design:
+            if "levels" in item:
+                coords[f"{item['effect'].column}_level"] = [str(v) for v in item["levels"][1:]]
+        with pm.Model(coords=coords) as model:
+            latent = {}
+            for p in params:
+                mu = self.priors[p.name].create(f"mu_{p.name}")
+                pm.Deterministic(p.name, p.inverse(mu, pt))
+                latent[p.name] = pt.zeros(d.n_subjects) + mu
+            for item in design:
+                c = item["effect"]
+                if "levels" in item:
+                    beta = c.prior.create(c.name, dims=f"{c.column}_level")
+                    full = pt.concatenate([pt.zeros(1), beta])
+                    latent[c.parameter] = latent[c.parameter] + full[item["codes"]]
+                elif c.fixed is not None:
+                    latent[c.parameter] = latent[c.parameter] + c.fixed * item["logx"]
+                else:
+                    beta = c.prior.create(c.name)
+                    latent[c.parameter] = latent[c.parameter] + beta * item["logx"]
+            if self.bsv:
+                z = pm.Normal("z", 0.0, 1.0, dims=("subject", "eta_parameter"))
+                if self.correlated:
+                    scales = np.array([self.priors[f"omega_{b}"].params["sigma"] for b in self.bsv])
+                    chol, corr, sds = pm.LKJCholeskyCov(
+                        "omega_chol",
+                        n=len(self.bsv),
+                        eta=2.0,
+                        sd_dist=pm.HalfNormal.dist(sigma=scales, shape=len(self.bsv)),
+                        compute_corr=True,
+                    )
+                    pm.Deterministic("omega_corr", corr, dims=("eta_parameter", "eta_row"))
+                    pm.Deterministic("omega_L", chol, dims=("eta_parameter", "eta_row"))
+                    eta = z @ chol.T
+                    for j, b in enumerate(self.bsv):
+                        pm.Deterministic(f"omega_{b}", sds[j])
+                else:
+                    omegas = pt.stack(
+                        [self.priors[f"omega_{b}"].create(f"omega_{b}") for b in self.bsv]
+                    )
+                    eta = z * omegas
+                eta = pm.Deterministic("eta", eta, dims=("subject", "eta_parameter"))
+                for j, b in enumerate(self.bsv):
+                    latent[b] = latent[b] + eta[:, j]
+            theta = {}
+            for p in params:
+                theta[p.name] = pm.Deterministic(
+                    f"{p.name}_i", p.inverse(latent[p.name], pt), dims="subject"
+                )
+            extra = self.extra_variables(d)
+            log_f = self.log_prediction(theta, extra, d, d.obs_subject, d.obs_time, d.obs_matrix)
+            sigma = self.priors["sigma"].create("sigma")
+            self._likelihood(d, log_f, sigma)
+        return model
+
+    @staticmethod
+    def _likelihood(d: ModelData, log_f, sigma):
+        r"""Log-normal residual error; BLQ records left-censored at their LLOQ (M3).
+
+        Quantified records: ``ln_dv ~ Normal(ln f, sigma)``. BLQ records:
+        ``ln_lloq ~ Censored(Normal(ln f, sigma), lower=ln LLOQ)``, whose log
+        likelihood is :math:`\ln\Phi((\ln\mathrm{LLOQ} - \ln f)/\sigma)`. Two terms,
+        so the normal CDF is evaluated only where it is needed.
+        """
+        import pymc as pm
+
+        quant = np.flatnonzero(~d.obs_blq)
+        blq = np.flatnonzero(d.obs_blq)
+        model = pm.modelcontext(None)
+        if len(quant):
+            model.add_coord("obs_quantified", quant)
+            pm.Normal(
+                "ln_dv",
+                mu=log_f[quant],
+                sigma=sigma,
+                observed=np.log(d.obs_dv[quant]),
+                dims="obs_quantified",
+            )
+        if len(blq):
+            model.add_coord("obs_blq", blq)
+            log_lloq = np.log(d.obs_lloq[blq])
+            pm.Censored(
+                "ln_lloq",
+                pm.Normal.dist(mu=log_f[blq], sigma=sigma),
+                lower=log_lloq,
+                upper=None,
+                observed=log_lloq,
+                dims="obs_blq",
+            )
+
+    # -- fitting ----------------------------------------------------------------------
+    def fit(
+        self,
+        data,
+        *,
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        random_seed: int | None = None,
+        sampler: str = "nutpie",
+        cores: int | None = None,
+        target_accept: float = 0.8,
+        progress: bool = False,
+        check: bool = True,
+    ):
+        """Sample the posterior and return a :class:`~pkpd.models.PopulationFit`.
+
+        Parameters
+        ----------
+        data
+            Event table (DataFrame) or prepared :class:`ModelData`.
+        draws, tune, chains
+            Posterior draws and tuning steps per chain, number of chains.
+        random_seed
+            Seed; the same seed and data give the same draws.
+        sampler
+            ``"nutpie"`` (default; Rust NUTS on a numba-compiled model), ``"pymc"``,
+            or ``"numpyro"`` / ``"blackjax"`` (JAX; CPU or GPU, when installed).
+        cores
+            Chains run in parallel on this many cores (default: all).
+        check
+            Check convergence after sampling and warn (:class:`ConvergenceWarning`)
+            listing every failed criterion.
+        """
+        from pkpd.models._fit import PopulationFit
+        from pkpd.models._sampling import sample
+
+        if sampler not in SAMPLERS:
+            raise OptionError(f"Unknown sampler {sampler!r}; use one of {SAMPLERS}.")
+        t0 = _time.perf_counter()
+        d = data if isinstance(data, ModelData) else self.prepare(data)
+        model = self.build_model(d)
+        dt, timing = sample(
+            model,
+            sampler=sampler,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=random_seed,
+            cores=cores,
+            target_accept=target_accept,
+            progress=progress,
+        )
+        timing["total_s"] = _time.perf_counter() - t0
+        info = {
+            "sampler": sampler,
+            "draws": draws,
+            "tune": tune,
+            "chains": chains,
+            "random_seed": random_seed,
+            "target_accept": target_accept,
+            **timing,
+        }
+        fit = PopulationFit(self, d, dt, info)
+        if check:
+            fit.check_convergence(warn=True)
+        return fit
+
+
+def theta_from_draws(model: PopulationModel, draws: Mapping[str, np.ndarray]) -> dict:
+    """Individual natural-scale parameters ``{name: (S, n_subj)}`` from posterior draws."""
+    return {p.name: draws[f"{p.name}_i"] for p in model.structural_parameters()}

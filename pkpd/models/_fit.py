@@ -1,0 +1,506 @@
+"""The result of a population fit: posterior, tables a modeller reads, plots, files.
+
+:class:`PopulationFit` holds the model (its config), the exact data it was fitted
+to and the ArviZ :class:`xarray.DataTree`. Every table is computed from the
+posterior draws on demand; nothing is cached that a reload could not rebuild, so a
+saved and reloaded fit gives identical tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from pkpd._version import __version__
+from pkpd.errors import OptionError
+from pkpd.io import atomic_path
+from pkpd.models._data import ModelData
+from pkpd.models._diagnostics import convergence_table, warn_if_failed
+
+__all__ = ["PopulationFit", "load"]
+
+_MODELS: dict[str, type] = {}
+
+
+def register(cls):
+    """Make a model class loadable by name (class decorator)."""
+    _MODELS[cls.model_name] = cls
+    return cls
+
+
+class PopulationFit:
+    """A fitted population model.
+
+    Attributes
+    ----------
+    model
+        The :class:`~pkpd.models.PopulationModel` (its configuration).
+    data
+        The :class:`~pkpd.models.ModelData` fitted.
+    datatree
+        ArviZ DataTree: ``posterior``, ``sample_stats`` (and ``constant_data`` once
+        saved).
+    info
+        Sampler, draws, seed and wall times (``compile_s``, ``sample_s``,
+        ``total_s``).
+    """
+
+    def __init__(self, model, data: ModelData, datatree, info: dict):
+        self.model = model
+        self.data = data
+        self.datatree = datatree
+        self.info = dict(info)
+        self.design = model.covariate_design(data)
+
+    def __repr__(self) -> str:
+        post = self.datatree["posterior"]
+        return (
+            f"<{self.model.model_name} fit: {self.data.n_subjects} subjects, "
+            f"{self.data.n_obs} observations ({int(self.data.obs_blq.sum())} BLQ), "
+            f"{post.sizes['chain']} chains x {post.sizes['draw']} draws, "
+            f"sampler {self.info.get('sampler')}>"
+        )
+
+    # -- draws ----------------------------------------------------------------------
+    @property
+    def posterior(self) -> xr.Dataset:
+        return self.datatree["posterior"].to_dataset()
+
+    def _sample_index(self, n_draws: int | None) -> np.ndarray | None:
+        post = self.posterior
+        total = post.sizes["chain"] * post.sizes["draw"]
+        if n_draws is None or n_draws >= total:
+            return None
+        return np.unique(np.linspace(0, total - 1, n_draws).round().astype(int))
+
+    def draws(self, n_draws: int | None = None) -> dict[str, np.ndarray]:
+        """Every posterior variable as ``(S, ...)`` arrays (chains stacked, thinned)."""
+        post = self.posterior
+        idx = self._sample_index(n_draws)
+        out = {}
+        for name, da in post.data_vars.items():
+            arr = np.asarray(da)
+            arr = arr.reshape((-1, *arr.shape[2:]))
+            out[name] = arr if idx is None else arr[idx]
+        return out
+
+    def _theta(self, draws, eta=None) -> dict[str, np.ndarray]:
+        """Natural-scale individual parameters ``(S, n_subj)``.
+
+        ``eta=None`` uses the posterior individual parameters; otherwise ``eta``
+        ``(S, n_subj, n_bsv)`` replaces the subjects' random effects (0 gives the
+        typical subject with its covariates: PRED).
+        """
+        params = self.model.structural_parameters()
+        if eta is None:
+            return {p.name: draws[f"{p.name}_i"] for p in params}
+        lat = {
+            p.name: draws[f"mu_{p.name}"][:, None] + np.zeros(self.data.n_subjects) for p in params
+        }
+        for item in self.design:
+            c = item["effect"]
+            if "levels" in item:
+                full = np.concatenate([np.zeros((lat[c.parameter].shape[0], 1)), draws[c.name]], 1)
+                lat[c.parameter] = lat[c.parameter] + full[:, item["codes"]]
+            elif c.fixed is not None:
+                lat[c.parameter] = lat[c.parameter] + c.fixed * item["logx"]
+            else:
+                lat[c.parameter] = lat[c.parameter] + draws[c.name][:, None] * item["logx"]
+        for j, b in enumerate(self.model.bsv):
+            lat[b] = lat[b] + eta[..., j]
+        return {p.name: p.inverse(lat[p.name]) for p in params}
+
+    def _new_eta(self, draws, rng) -> np.ndarray:
+        """Fresh random effects for every subject, one set per draw."""
+        s = next(iter(draws.values())).shape[0]
+        z = rng.standard_normal((s, self.data.n_subjects, len(self.model.bsv)))
+        if self.model.correlated:
+            return np.einsum("snk,sjk->snj", z, draws["omega_L"])
+        omega = np.stack([draws[f"omega_{b}"] for b in self.model.bsv], axis=-1)
+        return z * omega[:, None, :]
+
+    def _log_pred(self, draws, theta, subject, time, matrix) -> np.ndarray:
+        extra = self.model.extra_from_draws(draws, self.data)
+        return np.asarray(
+            self.model.log_prediction(theta, extra, self.data, subject, time, matrix), dtype=float
+        )
+
+    # -- convergence ----------------------------------------------------------------
+    def convergence(self) -> pd.DataFrame:
+        """Divergences, r_hat, ESS, E-BFMI and tree depth against their thresholds."""
+        return convergence_table(self.datatree)
+
+    def check_convergence(self, warn: bool = True) -> pd.DataFrame:
+        table = self.convergence()
+        if warn:
+            warn_if_failed(table, f"{self.model.model_name} fit")
+        return table
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.convergence()["ok"].all())
+
+    # -- tables -----------------------------------------------------------------------
+    def summary(self, prob: float = 0.9) -> pd.DataFrame:
+        """Population parameters on the natural scale, with units and diagnostics.
+
+        Rows: typical values (named as the structural parameters), between-subject
+        variability ``omega_<name>`` as CV% (:math:`100\\sqrt{e^{\\omega^2}-1}` for
+        log-normal parameters; SD on the logit scale for fractions), correlations,
+        covariate effects (ratio to the reference level, or power exponent),
+        model-specific extras and the residual SD ``sigma`` of ln DV.
+        Columns: ``kind, unit, mean, sd, median, q<lo>, q<hi>`` (equal-tailed
+        ``prob`` interval), ``ess_bulk, ess_tail, r_hat``.
+        """
+        import arviz as az
+
+        rows = self._summary_rows()
+        ds = xr.Dataset({name: da for name, _, _, da in rows})
+        lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+        ess_b = az.ess(ds, method="bulk")
+        ess_t = az.ess(ds, method="tail")
+        rhat = az.rhat(ds)
+        records = []
+        for name, kind, unit, da in rows:
+            x = np.asarray(da).ravel()
+            records.append(
+                {
+                    "parameter": name,
+                    "kind": kind,
+                    "unit": unit,
+                    "mean": x.mean(),
+                    "sd": x.std(ddof=1),
+                    "median": np.median(x),
+                    _qname(lo): np.quantile(x, lo),
+                    _qname(hi): np.quantile(x, hi),
+                    "ess_bulk": float(ess_b[name]),
+                    "ess_tail": float(ess_t[name]),
+                    "r_hat": float(rhat[name]),
+                }
+            )
+        return pd.DataFrame.from_records(records).set_index("parameter")
+
+    def _summary_rows(self):
+        post = self.posterior
+        units = self.model.units(self.data)
+        rows = []
+        for p in self.model.structural_parameters():
+            rows.append((p.name, "typical", p.unit.format(**units), post[p.name]))
+        rows.extend(self.model.extra_summary_rows(post, units))
+        params = {p.name: p for p in self.model.structural_parameters()}
+        for b in self.model.bsv:
+            om = post[f"omega_{b}"]
+            if params[b].transform == "log":
+                rows.append((f"omega_{b}", "bsv", "CV%", 100 * np.sqrt(np.expm1(om**2))))
+            else:
+                rows.append((f"omega_{b}", "bsv", "SD (logit)", om))
+        if self.model.correlated:
+            corr = post["omega_corr"]
+            for i, a in enumerate(self.model.bsv):
+                for j in range(i):
+                    rows.append(
+                        (
+                            f"corr_{self.model.bsv[j]}_{a}",
+                            "correlation",
+                            "",
+                            corr.isel(eta_parameter=i, eta_row=j, drop=True),
+                        )
+                    )
+        for item in self.design:
+            c = item["effect"]
+            scale = "ratio" if params[c.parameter].transform == "log" else "odds ratio"
+            if "levels" in item:
+                for k, level in enumerate(item["levels"][1:]):
+                    da = np.exp(post[c.name].isel({f"{c.column}_level": k}, drop=True))
+                    rows.append(
+                        (f"{c.name}[{level}]", "covariate", f"{scale} vs {item['reference']}", da)
+                    )
+            elif c.fixed is None:
+                rows.append(
+                    (c.name, "covariate", f"exponent (ref {item['reference']:g})", post[c.name])
+                )
+        rows.append(("sigma", "residual", "SD of ln DV", post["sigma"]))
+        return rows
+
+    def individual(self, prob: float = 0.9, n_draws: int | None = 1000) -> pd.DataFrame:
+        """One row per subject: posterior median and ``prob`` interval of the individual
+        parameters and the model's derived exposures (``<name>``, ``<name>_lo``,
+        ``<name>_hi``)."""
+        draws = self.draws(n_draws)
+        theta = self._theta(draws)
+        extra = self.model.extra_from_draws(draws, self.data)
+        derived = self.model.derived(theta, extra, self.data)
+        columns = {}
+        for name, values in self.model.individual_columns(theta, derived).items():
+            columns[name] = np.median(values, axis=0)
+            columns[f"{name}_lo"] = np.quantile(values, (1 - prob) / 2, axis=0)
+            columns[f"{name}_hi"] = np.quantile(values, 1 - (1 - prob) / 2, axis=0)
+        out = pd.DataFrame(columns)
+        out.insert(0, "ID", self.data.subjects)
+        return out
+
+    def predict(
+        self,
+        times=None,
+        *,
+        ids=None,
+        matrix=None,
+        prob: float = 0.9,
+        n_draws: int = 500,
+    ) -> pd.DataFrame:
+        """Individual (IPRED) and population (PRED) predictions on a time grid.
+
+        Parameters
+        ----------
+        times
+            Times to predict at (default: 200 points from 0 to the last observation).
+        ids
+            Subjects (default: all).
+        matrix
+            Sampling matrix (default: every matrix in the data).
+
+        Returns
+        -------
+        DataFrame ``ID, MATRIX, TIME, IPRED, IPRED_LO, IPRED_HI, PRED``: posterior
+        median and ``prob`` interval of the individual prediction; PRED is the
+        posterior median prediction of the typical subject with the subject's
+        covariates (random effects 0).
+        """
+        d = self.data
+        if times is None:
+            times = np.linspace(0.0, float(np.max(d.obs_time)), 200)
+        times = np.asarray(times, dtype=float)
+        subj = self._subject_positions(ids)
+        mats = list(range(len(d.matrices))) if matrix is None else [self._matrix_index(matrix)]
+        s_idx = np.repeat(subj, len(times) * len(mats))
+        m_idx = np.tile(np.repeat(mats, len(times)), len(subj))
+        t = np.tile(times, len(subj) * len(mats))
+        draws = self.draws(n_draws)
+        ind = np.exp(self._log_pred(draws, self._theta(draws), s_idx, t, m_idx))
+        zero = np.zeros((ind.shape[0], d.n_subjects, len(self.model.bsv)))
+        pop = np.exp(self._log_pred(draws, self._theta(draws, eta=zero), s_idx, t, m_idx))
+        return pd.DataFrame(
+            {
+                "ID": d.subjects[s_idx],
+                "MATRIX": np.asarray(d.matrices, dtype=object)[m_idx],
+                "TIME": t,
+                "IPRED": np.median(ind, 0),
+                "IPRED_LO": np.quantile(ind, (1 - prob) / 2, 0),
+                "IPRED_HI": np.quantile(ind, 1 - (1 - prob) / 2, 0),
+                "PRED": np.median(pop, 0),
+            }
+        )
+
+    def gof(self, n_draws: int = 1000) -> pd.DataFrame:
+        """Goodness-of-fit data, one row per observation.
+
+        ``PRED`` (typical subject, posterior median), ``IPRED`` (posterior median of
+        the individual prediction) and the conditional residual
+        ``IWRES = (ln DV - ln IPRED) / sigma`` (NaN for BLQ records).
+        """
+        d = self.data
+        draws = self.draws(n_draws)
+        args = (d.obs_subject, d.obs_time, d.obs_matrix)
+        ipred = np.exp(np.median(self._log_pred(draws, self._theta(draws), *args), 0))
+        zero = np.zeros((next(iter(draws.values())).shape[0], d.n_subjects, len(self.model.bsv)))
+        pred = np.exp(np.median(self._log_pred(draws, self._theta(draws, eta=zero), *args), 0))
+        sigma = float(np.median(draws["sigma"]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iwres = np.where(d.obs_blq, np.nan, (np.log(d.obs_dv) - np.log(ipred)) / sigma)
+        out = d.observations()
+        out["PRED"] = pred
+        out["IPRED"] = ipred
+        out["IWRES"] = iwres
+        return out
+
+    def simulate_observations(self, n_rep: int = 200, seed=None) -> np.ndarray:
+        """Posterior predictive replicates of the design: ``(n_rep, n_obs)`` values.
+
+        Each replicate takes one posterior draw, draws new random effects for every
+        subject (same covariates and dosing) and adds log-normal residual error; values
+        are not censored (compare them with ``data.obs_lloq``).
+        """
+        rng = np.random.default_rng(seed)
+        d = self.data
+        draws = self.draws(n_rep)
+        theta = self._theta(draws, eta=self._new_eta(draws, rng))
+        log_f = self._log_pred(draws, theta, d.obs_subject, d.obs_time, d.obs_matrix)
+        sigma = draws["sigma"][:, None]
+        return np.exp(log_f + sigma * rng.standard_normal(log_f.shape))
+
+    def vpc(
+        self,
+        n_rep: int = 200,
+        *,
+        matrix=None,
+        n_bins: int = 8,
+        prob: float = 0.9,
+        seed=None,
+        **kwargs,
+    ) -> pd.DataFrame:
+        """Visual predictive check table with BLQ fractions (see :func:`vpc_table`)."""
+        from pkpd.models._vpc import vpc_table
+
+        d = self.data
+        sim = self.simulate_observations(n_rep, seed=seed)
+        keep = np.ones(d.n_obs, bool)
+        if matrix is not None:
+            keep = d.obs_matrix == self._matrix_index(matrix)
+        return vpc_table(
+            d.obs_time[keep],
+            d.obs_dv[keep],
+            d.obs_blq[keep],
+            d.obs_lloq[keep],
+            sim[:, keep],
+            n_bins=n_bins,
+            pi=prob,
+            **kwargs,
+        )
+
+    def shrinkage(self) -> pd.DataFrame:
+        """Eta shrinkage per parameter: :math:`1 - \\mathrm{SD}_i(\\bar\\eta_i)/\\omega`.
+
+        :math:`\\bar\\eta_i` is subject *i*'s posterior mean random effect and
+        :math:`\\omega` the posterior median BSV SD (Savic & Karlsson, AAPS J
+        2009;11:558-569). Above ~30 %, individual estimates and EBE-based
+        diagnostics shrink towards the typical value.
+        """
+        draws = self.draws()
+        eta_mean = draws["eta"].mean(axis=0)
+        rows = []
+        for j, b in enumerate(self.model.bsv):
+            omega = float(np.median(draws[f"omega_{b}"]))
+            sd = float(eta_mean[:, j].std(ddof=1))
+            rows.append(
+                {"parameter": b, "omega": omega, "sd_eta_mean": sd, "shrinkage": 1 - sd / omega}
+            )
+        return pd.DataFrame(rows).set_index("parameter")
+
+    # -- plots ------------------------------------------------------------------------
+    def plot_gof(self, **kwargs):
+        from pkpd.models.plots import plot_gof
+
+        return plot_gof(self.gof(), **kwargs)
+
+    def plot_individual(self, ids=None, **kwargs):
+        from pkpd.models.plots import plot_individual
+
+        gof = self.gof()
+        curves = self.predict(ids=ids)
+        if ids is not None:
+            gof = gof[gof["ID"].isin(list(np.atleast_1d(ids)))]
+        return plot_individual(gof, curves, **kwargs)
+
+    def plot_vpc(self, n_rep: int = 200, *, matrix=None, seed=None, **kwargs):
+        from pkpd.models.plots import plot_vpc
+
+        units = self.model.units(self.data)
+        kwargs.setdefault("time_label", f"Time ({units['time']})")
+        kwargs.setdefault("dv_label", f"DV ({units['conc']})")
+        return plot_vpc(self.vpc(n_rep, matrix=matrix, seed=seed), **kwargs)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _subject_positions(self, ids) -> np.ndarray:
+        if ids is None:
+            return np.arange(self.data.n_subjects)
+        index = pd.Index(self.data.subjects)
+        ids = list(np.atleast_1d(ids))
+        pos = index.get_indexer(ids)
+        if (pos < 0).any():
+            missing = [i for i, p in zip(ids, pos, strict=True) if p < 0]
+            raise OptionError(f"Subject(s) {missing} are not in the fitted data.")
+        return pos
+
+    def _matrix_index(self, matrix) -> int:
+        if matrix not in self.data.matrices:
+            raise OptionError(
+                f"Matrix {matrix!r} is not in the fitted data; matrices: {self.data.matrices}."
+            )
+        return self.data.matrices.index(matrix)
+
+    # -- files ------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the fit to netCDF (``.nc``) or zarr (``.zarr``), atomically.
+
+        The file holds the posterior, sample stats, the fitted data
+        (``constant_data``) and, in the root attributes, the model class, its
+        configuration (priors with sources, covariates, BSV), the sampler settings
+        and the pkpd version. :func:`load` rebuilds an identical fit.
+        """
+        path = Path(path)
+        tree = xr.DataTree.from_dict(
+            {
+                "/": xr.Dataset(
+                    attrs={
+                        "pkpd_version": __version__,
+                        "pkpd_model": self.model.model_name,
+                        "pkpd_config": json.dumps(self.model.config(), default=_json_default),
+                        "pkpd_info": json.dumps(self.info, default=_json_default),
+                    }
+                ),
+                "posterior": self.posterior,
+                "sample_stats": _plain_stats(self.datatree["sample_stats"].to_dataset()),
+                "constant_data": self.data.to_dataset(),
+            }
+        )
+        if path.suffix == ".zarr":
+            parent = path.parent
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
+            try:
+                tree.to_zarr(tmp / "store.zarr")
+                if path.exists():
+                    shutil.rmtree(path)
+                os.replace(tmp / "store.zarr", path)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with atomic_path(path) as tmp:
+                tree.to_netcdf(tmp, engine="h5netcdf")
+        return path
+
+
+def _qname(q: float) -> str:
+    return f"q{100 * q:g}"
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return str(value)
+
+
+def _plain_stats(ds: xr.Dataset) -> xr.Dataset:
+    """Sample stats without object-dtype (message) variables, which netCDF cannot hold."""
+    drop = [name for name, da in ds.data_vars.items() if da.dtype == object]
+    return ds.drop_vars(drop)
+
+
+def load(path) -> PopulationFit:
+    """Read a fit written by :meth:`PopulationFit.save`."""
+    path = Path(path)
+    if not path.exists():
+        raise OptionError(f"No saved fit at {str(path)!r}.")
+    if path.suffix == ".zarr":
+        tree = xr.open_datatree(path, engine="zarr")
+    else:
+        tree = xr.open_datatree(path, engine="h5netcdf")
+    tree = tree.load()
+    attrs = tree.attrs
+    name = attrs.get("pkpd_model")
+    if name not in _MODELS:
+        raise OptionError(f"{str(path)!r} is not a pkpd fit of a known model (model {name!r}).")
+    model = _MODELS[name].from_config(json.loads(attrs["pkpd_config"]))
+    data = ModelData.from_dataset(tree["constant_data"].to_dataset())
+    info = json.loads(attrs["pkpd_info"])
+    info["loaded_from"] = str(path)
+    info["saved_with_pkpd"] = attrs.get("pkpd_version")
+    return PopulationFit(model, data, tree, info)

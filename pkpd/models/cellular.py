@@ -1,0 +1,596 @@
+r"""Population cellular kinetics of CAR-T and CAR-NK cells (Stein model, PyMC).
+
+The structural model is :mod:`pkpd.structural.cellular`: exponential expansion by
+``foldx`` to the peak ``Cmax`` at ``Tmax`` (optionally after a lag), then
+biexponential contraction, a fraction ``FB`` persisting as memory cells:
+
+.. math::
+
+    C_i(t) = s_m \sum_k (D_k/D_\mathrm{ref})^{\theta_D}\; S(t - t_k;\,
+        C_{\max,i}, T_{\max,i}, \mathrm{foldx}_i, \alpha_i, \beta_i, F_{B,i}, t_{\mathrm{lag},i})
+
+summed over subject *i*'s infusions *k* (CAR-NK: days 0 and 7), with
+:math:`s_m` a sampling-matrix scale (1 for the reference matrix, peripheral blood;
+estimated for bone marrow) and :math:`\theta_D` an optional dose exponent
+(``dose_effect=True``; 0 otherwise, every infusion then has weight 1). The
+hierarchy, residual error and censoring are those of
+:class:`~pkpd.models.PopulationModel`: log-normal BSV on every parameter except
+``FB`` (logit-normal, ~log-normal for small FB), log-normal residual error, BLQ
+records left-censored at their LLOQ (M3).
+
+With ``lag=True`` the lag is parameterised as a fraction of Tmax
+(``lag_fraction``, logit-normal), so that :math:`t_\mathrm{lag} < T_\mathrm{max}`
+always; the summary reports the typical ``lag`` =
+:math:`T_\mathrm{max}\cdot\mathrm{lag\_fraction}`.
+
+References
+----------
+Stein AM, et al. *CPT Pharmacometrics Syst Pharmacol* 2019;8:285-295 (model and
+typical values, tisagenlecleucel, N=90).
+Ogasawara K, et al. lisocabtagene maraleucel cellular kinetics (lag 3.27 d,
+Tmax 9.29 d; N=261), 2021.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pkpd.errors import DataError, DoseError, OptionError
+from pkpd.models._base import PopulationModel, StructuralParameter
+from pkpd.models._data import ModelData, observations_from_frame
+from pkpd.models._fit import register
+from pkpd.models._priors import Prior
+from pkpd.structural._xp import namespace
+from pkpd.structural.cellular import ck_auc, ck_log_conc, ck_peak, ck_time_below
+
+__all__ = ["STEIN_2019", "CellularKinetics"]
+
+STEIN = "Stein AM et al., CPT Pharmacometrics Syst Pharmacol 2019;8:285-295"
+OGASAWARA = "Ogasawara K et al. 2021, lisocabtagene maraleucel: lag 3.27 d of Tmax 9.29 d"
+
+#: Published typical values and BSV (omega^2, log scale) of Stein 2019
+#: (tisagenlecleucel, transgene copies/ug gDNA, days); residual SD 0.56 on ln DV.
+STEIN_2019 = {
+    "typical": {
+        "Cmax": 24000.0,
+        "Tmax": 9.3,
+        "foldx": 3900.0,
+        "alpha": 0.16,
+        "beta": 0.0032,
+        "FB": 0.0079,
+    },
+    "omega2": {
+        "Cmax": 0.65,
+        "Tmax": 0.38,
+        "foldx": 2.4,
+        "alpha": 0.91,
+        "FB": 0.80,
+        "beta": 0.86,
+    },
+    "sigma": 0.56,
+}
+
+#: days per model time unit, for the day-based exposure windows (AUC0-28d, AUC0-90d)
+_PER_DAY = {
+    "day": 1.0,
+    "d": 1.0,
+    "days": 1.0,
+    "h": 24.0,
+    "hour": 24.0,
+    "hours": 24.0,
+    "week": 1 / 7,
+    "weeks": 1 / 7,
+}
+
+
+@register
+class CellularKinetics(PopulationModel):
+    """Bayesian population cellular kinetics (Stein 2019 model; see module docstring).
+
+    Parameters
+    ----------
+    lag
+        Estimate a lag before expansion (Ogasawara 2021).
+    dose_effect
+        Estimate a dose exponent :math:`\\theta_D` on the level reached by each
+        infusion (cells or cells/kg, the data's AMT), reference ``dose_reference``
+        (default: the median infusion amount).
+    reference_matrix
+        Sampling matrix whose scale is 1 (default ``"PB"`` when present, else the
+        most frequent matrix).
+    time_unit
+        Time unit of the data (default ``"day"``); exposure windows are in days.
+    **kwargs
+        ``priors``, ``bsv``, ``correlated``, ``covariates``, ``columns``,
+        ``conc_unit``: see :class:`~pkpd.models.PopulationModel`.
+
+    Examples
+    --------
+    >>> from pkpd.models import CellularKinetics
+    >>> model = CellularKinetics(covariates=["Cmax~PRODUCT"])      # doctest: +SKIP
+    >>> fit = model.fit(data, draws=1000, tune=1000, random_seed=1)  # doctest: +SKIP
+    >>> fit.summary().loc[["Cmax", "Tmax", "foldx"]]                # doctest: +SKIP
+    """
+
+    model_name = "CellularKinetics"
+
+    def __init__(
+        self,
+        *,
+        lag: bool = False,
+        dose_effect: bool = False,
+        dose_reference: float | None = None,
+        reference_matrix: str | None = None,
+        time_unit: str = "day",
+        **kwargs,
+    ):
+        self.lag = bool(lag)
+        self.dose_effect = bool(dose_effect)
+        self.dose_reference = dose_reference
+        self.reference_matrix = reference_matrix
+        if time_unit not in _PER_DAY:
+            raise OptionError(f"time_unit must be one of {sorted(_PER_DAY)}, got {time_unit!r}.")
+        self.time_unit = time_unit
+        super().__init__(time_unit=time_unit, **kwargs)
+
+    # -- the mathematics --------------------------------------------------------------
+    def structural_parameters(self) -> list[StructuralParameter]:
+        params = [
+            StructuralParameter("Cmax", "{conc}", "log", "peak level of one infusion"),
+            StructuralParameter("Tmax", "{time}", "log", "time of the peak after infusion"),
+            StructuralParameter("foldx", "fold", "log", "expansion from infusion to peak"),
+            StructuralParameter("alpha", "1/{time}", "log", "effector decline rate"),
+            StructuralParameter("beta", "1/{time}", "log", "memory (persistence) decline rate"),
+            StructuralParameter("FB", "fraction", "logit", "fraction persisting as memory"),
+        ]
+        if self.lag:
+            params.append(
+                StructuralParameter(
+                    "lag_fraction",
+                    "fraction of Tmax",
+                    "logit",
+                    "lag before expansion as a fraction of Tmax",
+                )
+            )
+        return params
+
+    def default_priors(self) -> dict[str, Prior]:
+        t = STEIN_2019["typical"]
+        per_day = _PER_DAY[getattr(self, "time_unit", "day")]
+        src = f"{STEIN} (typical value; sd widened to weakly informative)"
+        priors = {
+            "Cmax": Prior.lognormal(
+                t["Cmax"], 2.5, src + "; copies/ug gDNA: override for cells/uL"
+            ),
+            "Tmax": Prior.lognormal(t["Tmax"] * per_day, 0.7, src),
+            "foldx": Prior.lognormal(t["foldx"], 2.5, src),
+            "alpha": Prior.lognormal(t["alpha"] / per_day, 1.0, src),
+            "beta": Prior.lognormal(t["beta"] / per_day, 1.5, src),
+            "FB": Prior.logitnormal(t["FB"], 1.5, src),
+        }
+        for name, w2 in STEIN_2019["omega2"].items():
+            priors[f"omega_{name}"] = Prior.halfnormal(
+                round(1.5 * np.sqrt(w2), 3), f"{STEIN}: omega^2={w2}; scale 1.5 x omega"
+            )
+        if self.lag:
+            priors["lag_fraction"] = Prior.logitnormal(3.27 / 9.29, 1.0, OGASAWARA)
+            priors["omega_lag_fraction"] = Prior.halfnormal(1.0, "weakly informative")
+        priors["sigma"] = Prior.halfnormal(1.0, f"{STEIN}: residual SD 0.56 on ln scale")
+        priors["matrix_log_ratio"] = Prior.normal(
+            0.0, 2.0, "weakly informative: bone marrow / blood ratio within ~0.02-50"
+        )
+        if self.dose_effect:
+            priors["dose_exponent"] = Prior.normal(
+                0.0, 0.5, "Stein 2019: no dose-response over 0.2-5e6 cells/kg; centred at 0"
+            )
+        return priors
+
+    def config(self) -> dict:
+        return {
+            **super().config(),
+            "lag": self.lag,
+            "dose_effect": self.dose_effect,
+            "dose_reference": self.dose_reference,
+            "reference_matrix": self.reference_matrix,
+        }
+
+    def prepare(self, data) -> ModelData:
+        """Validate an event table of CAR cell levels and infusion records.
+
+        Needs ``ID, TIME, DV`` and infusion records (``EVID=1`` with ``AMT`` = cells
+        or cells/kg); optional ``LLOQ``/``BLQ``, ``MATRIX`` (PB/BM), ``DVU`` (unit)
+        and covariate columns. Observations before a subject's first infusion are
+        set aside (reason "before the first infusion").
+
+        Raises
+        ------
+        DoseError
+            A subject with observations but no infusion record; AMT <= 0.
+        DataError
+            BLQ records without LLOQ, negative DV, covariates varying within subject,
+            several analytes (see :func:`~pkpd.models._data.observations_from_frame`).
+        """
+        if not isinstance(data, pd.DataFrame):
+            raise DataError(f"Expected a pandas DataFrame, got {type(data).__name__}.")
+        et, d = observations_from_frame(
+            data,
+            columns=self.columns,
+            covariate_columns=tuple(c.column for c in self.covariates),
+            what="cellular kinetics model",
+        )
+        doses = et.doses
+        subj_index = pd.Index(d.subjects)
+        dose_subject = subj_index.get_indexer(doses["ID"].to_numpy())
+        no_dose = np.setdiff1d(np.arange(d.n_subjects), dose_subject[dose_subject >= 0])
+        if len(no_dose):
+            raise DoseError(
+                f"Subject(s) {list(d.subjects[no_dose][:10])} have observations but no infusion "
+                "record. Add a dose row per infusion (EVID=1, AMT = cells or cells/kg, TIME of "
+                "the infusion), or remove the subjects."
+            )
+        keep = dose_subject >= 0
+        amt = doses["AMT"].to_numpy(float)[keep]
+        dtime = doses["TIME"].to_numpy(float)[keep]
+        dsubj = dose_subject[keep]
+        if np.any(~(amt > 0)):
+            k = np.flatnonzero(~(amt > 0))[:5]
+            raise DoseError(
+                f"Infusion amounts must be > 0 (cells or cells/kg); got {amt[k].tolist()} for "
+                f"subject(s) {list(d.subjects[dsubj[k]])}."
+            )
+        order = np.lexsort((dtime, dsubj))
+        dsubj, dtime, amt = dsubj[order], dtime[order], amt[order]
+        counts = np.bincount(dsubj, minlength=d.n_subjects)
+        k_max = int(counts.max())
+        slot = np.arange(len(dsubj)) - np.repeat(np.cumsum(counts) - counts, counts)
+        dose_time = np.zeros((d.n_subjects, k_max))
+        dose_amt = np.ones((d.n_subjects, k_max))
+        active = np.zeros((d.n_subjects, k_max), dtype=bool)
+        dose_time[dsubj, slot] = dtime
+        dose_amt[dsubj, slot] = amt
+        active[dsubj, slot] = True
+
+        first = dose_time[:, 0]
+        early = d.obs_time < first[d.obs_subject]
+        if early.any():
+            k = np.flatnonzero(early)
+            aside = pd.DataFrame(
+                {
+                    "row": d.obs_row[k],
+                    "ID": d.subjects[d.obs_subject[k]],
+                    "TIME": d.obs_time[k],
+                    "DV": d.obs_dv[k],
+                    "reason": "before the first infusion",
+                }
+            )
+            d.excluded = pd.concat([d.excluded, aside], ignore_index=True)
+            for name in (
+                "obs_subject",
+                "obs_time",
+                "obs_dv",
+                "obs_blq",
+                "obs_lloq",
+                "obs_row",
+                "obs_matrix",
+            ):
+                setattr(d, name, getattr(d, name)[~early])
+
+        # reference matrix first
+        ref = self.reference_matrix
+        if ref is None:
+            ref = (
+                "PB"
+                if "PB" in d.matrices
+                else pd.Series(np.asarray(d.matrices, dtype=object)[d.obs_matrix])
+                .value_counts()
+                .idxmax()
+            )
+        elif ref not in d.matrices:
+            raise OptionError(
+                f"reference_matrix {ref!r} is not in the data; matrices: {d.matrices}."
+            )
+        new_order = [ref] + [m for m in d.matrices if m != ref]
+        d.obs_matrix = pd.Index(new_order).get_indexer(np.asarray(d.matrices, object)[d.obs_matrix])
+        d.matrices = new_order
+
+        dref = float(self.dose_reference) if self.dose_reference else float(np.median(amt))
+        d.arrays = {
+            "dose_time": (("subject", "infusion"), dose_time),
+            "dose_amt": (("subject", "infusion"), dose_amt),
+            "dose_active": (("subject", "infusion"), active.astype(np.int8)),
+        }
+        ref_lloq = d.obs_lloq[(d.obs_matrix == 0) & np.isfinite(d.obs_lloq)]
+        d.meta.update(
+            {
+                "dose_reference": dref,
+                "reference_lloq": float(np.median(ref_lloq)) if len(ref_lloq) else None,
+                "time_unit": self.time_unit,
+            }
+        )
+        return d
+
+    def _doses(self, d: ModelData, subject):
+        dose_time = d.arrays["dose_time"][1][subject]
+        active = d.arrays["dose_active"][1][subject].astype(bool)
+        log_rel = np.log(d.arrays["dose_amt"][1][subject] / d.meta["dose_reference"])
+        return dose_time, active, log_rel
+
+    def extra_variables(self, d: ModelData) -> dict:
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        extra = {"log_matrix_scale": pt.zeros(len(d.matrices)), "dose_exponent": 0.0}
+        if len(d.matrices) > 1:
+            model = pm.modelcontext(None)
+            model.add_coord("matrix_other", [str(m) for m in d.matrices[1:]])
+            ratio = self.priors["matrix_log_ratio"].create("matrix_log_ratio", dims="matrix_other")
+            extra["log_matrix_scale"] = pt.concatenate([pt.zeros(1), ratio])
+        if self.dose_effect:
+            extra["dose_exponent"] = self.priors["dose_exponent"].create("dose_exponent")
+        return extra
+
+    def extra_from_draws(self, draws, d: ModelData) -> dict:
+        s = draws["sigma"].shape[0]
+        scale = np.zeros((s, len(d.matrices)))
+        if len(d.matrices) > 1:
+            scale[:, 1:] = draws["matrix_log_ratio"]
+        exponent = draws["dose_exponent"] if self.dose_effect else np.zeros(s)
+        return {"log_matrix_scale": scale, "dose_exponent": exponent}
+
+    def _lag(self, th):
+        return th["lag_fraction"] * th["Tmax"] if self.lag else 0.0
+
+    def log_prediction(self, theta, extra, d, subject, time, matrix):
+        """``ln C`` at the given points: superposed infusions times the matrix scale."""
+        xp = namespace(*theta.values())
+        dose_time, active, log_rel = self._doses(d, subject)
+        th = {k: v[..., subject][..., None] for k, v in theta.items()}
+        exponent = extra["dose_exponent"]
+        if xp is np:
+            exponent = np.asarray(exponent)[..., None, None]
+        log_c = ck_log_conc(
+            np.asarray(time, dtype=float)[:, None],
+            dose_time,
+            exponent * log_rel,
+            active,
+            th["Cmax"],
+            th["Tmax"],
+            th["foldx"],
+            th["alpha"],
+            th["beta"],
+            th["FB"],
+            self._lag(th),
+        )
+        return log_c + extra["log_matrix_scale"][..., np.asarray(matrix)]
+
+    def derived(self, theta, extra, d) -> dict[str, np.ndarray]:
+        """Per subject, in the reference matrix: peak ``Cmax``/``Tmax`` of the whole
+        profile (all infusions), ``AUC0_28``/``AUC0_90`` (exact integrals over 0-28 and
+        0-90 days from the first infusion) and ``TBLQ`` (time after which the level
+        stays below the reference LLOQ; inf if beyond 10 years)."""
+        subject = np.arange(d.n_subjects)
+        dose_time, active, log_rel = self._doses(d, subject)
+        th = {k: np.asarray(v)[..., None] for k, v in theta.items()}
+        log_w = np.asarray(extra["dose_exponent"])[..., None, None] * log_rel
+        shape = np.broadcast_shapes((*th["Cmax"].shape[:-1], 1), log_w.shape)
+        dose_time = np.broadcast_to(dose_time, shape)
+        active = np.broadcast_to(active, shape)
+        log_w = np.broadcast_to(log_w, shape)
+        args = (
+            th["Cmax"],
+            th["Tmax"],
+            th["foldx"],
+            th["alpha"],
+            th["beta"],
+            th["FB"],
+            np.asarray(self._lag(th)),
+        )
+        per_day = _PER_DAY[self.time_unit]
+        t0 = dose_time[..., :1]
+        cmax, tmax = ck_peak(dose_time, log_w, active, *args)
+        out = {"Cmax": cmax, "Tmax": tmax - t0[..., 0]}
+        for days in (28, 90):
+            out[f"AUC0_{days}"] = ck_auc(t0, t0 + days * per_day, dose_time, log_w, active, *args)
+        level = d.meta.get("reference_lloq")
+        if level:
+            tb = ck_time_below(
+                np.full(t0.shape[:-1], level),
+                dose_time,
+                log_w,
+                active,
+                *args,
+                horizon=3650.0 * per_day,
+            )
+            out["TBLQ"] = tb - t0[..., 0]
+        return out
+
+    def individual_columns(self, theta, derived):
+        cols = dict(derived)
+        for name, values in theta.items():
+            cols[f"{name}_par" if name in derived else name] = values
+        if self.lag:
+            cols["lag"] = theta["lag_fraction"] * theta["Tmax"]
+        return cols
+
+    def extra_summary_rows(self, posterior, units):
+        rows = []
+        if self.lag:
+            rows.append(
+                ("lag", "typical", units["time"], posterior["Tmax"] * posterior["lag_fraction"])
+            )
+        if "matrix_log_ratio" in posterior:
+            da = posterior["matrix_log_ratio"]
+            for k, m in enumerate(da["matrix_other"].values):
+                rows.append(
+                    (
+                        f"scale_{m}",
+                        "matrix",
+                        "ratio to reference matrix",
+                        np.exp(da.isel(matrix_other=k, drop=True)),
+                    )
+                )
+        if self.dose_effect:
+            rows.append(
+                (
+                    "dose_exponent",
+                    "covariate",
+                    "exponent on AMT/reference",
+                    posterior["dose_exponent"],
+                )
+            )
+        return rows
+
+    # -- simulation -------------------------------------------------------------------
+    def simulate(
+        self,
+        n_subjects: int = 40,
+        *,
+        times=(1, 4, 7, 10, 14, 21, 28, 60, 90, 180, 270, 365),
+        doses=((0.0, 1.0e6),),
+        typical: dict | None = None,
+        omega: dict | None = None,
+        sigma: float | None = None,
+        lloq: float | dict = 1.0,
+        matrices: dict | None = None,
+        conc_unit: str | None = None,
+        id_offset: int = 0,
+        seed=None,
+        return_truth: bool = False,
+    ):
+        """A virtual cohort as a standard event table (NONMEM style).
+
+        Parameters
+        ----------
+        n_subjects
+            Number of subjects.
+        times
+            Sampling times after the first infusion (model time unit).
+        doses
+            ``(time, amount)`` infusions given to every subject, or a DataFrame
+            ``ID, TIME, AMT`` per subject.
+        typical, omega, sigma
+            True typical values (natural scale), BSV SDs on the latent scale (log,
+            logit for FB/lag_fraction) and residual SD of ln DV. Defaults: Stein 2019
+            (:data:`STEIN_2019`, omega = sqrt(omega^2)).
+        lloq
+            LLOQ of every sample, or ``{matrix: lloq}``.
+        matrices
+            ``{matrix: scale}`` (e.g. ``{"PB": 1, "BM": 0.3}``): each subject is
+            sampled in every matrix; default one unnamed matrix.
+        return_truth
+            Also return a per-subject frame of the true individual parameters.
+
+        Returns
+        -------
+        DataFrame with ``ID, TIME, EVID, AMT, MDV, DV, BLQ, LLOQ`` (+ ``MATRIX``,
+        ``DVU``): dose rows (EVID 1) and observations; BLQ samples have ``DV = 0``
+        and ``BLQ = 1``. Sorted by ID, TIME, EVID descending (dose first).
+        """
+        rng = np.random.default_rng(seed)
+        params = self.structural_parameters()
+        typ = {k: v for k, v in STEIN_2019["typical"].items()}
+        om = {k: float(np.sqrt(v)) for k, v in STEIN_2019["omega2"].items()}
+        if self.lag:
+            typ["lag_fraction"], om["lag_fraction"] = 3.27 / 9.29, 0.3
+        typ.update(typical or {})
+        om.update(omega or {})
+        sig = STEIN_2019["sigma"] if sigma is None else float(sigma)
+        ids = np.arange(1, n_subjects + 1) + id_offset
+        theta = {}
+        for p in params:
+            lat = p.forward(typ[p.name]) + om.get(p.name, 0.0) * rng.standard_normal(n_subjects)
+            theta[p.name] = p.inverse(lat)
+        if isinstance(doses, pd.DataFrame):
+            dose_frame = doses[["ID", "TIME", "AMT"]].copy()
+        else:
+            dose_frame = pd.DataFrame(
+                [(i, float(t), float(a)) for i in ids for t, a in doses],
+                columns=["ID", "TIME", "AMT"],
+            )
+        matrices = matrices or {None: 1.0}
+        times = np.asarray(times, dtype=float)
+        d = ModelData(
+            subjects=ids,
+            obs_subject=np.zeros(0, int),
+            obs_time=np.zeros(0),
+            obs_dv=np.zeros(0),
+            obs_blq=np.zeros(0, bool),
+            obs_lloq=np.zeros(0),
+            obs_row=np.zeros(0, int),
+            obs_matrix=np.zeros(0, int),
+            matrices=list(matrices),
+            covariates=pd.DataFrame(index=ids),
+        )
+        k_max = int(dose_frame.groupby("ID").size().max())
+        d.arrays = {
+            name: (("subject", "infusion"), np.zeros((n_subjects, k_max)))
+            for name in ("dose_time", "dose_amt", "dose_active")
+        }
+        d.arrays["dose_amt"][1][:] = 1.0
+        for s, (_, g) in enumerate(dose_frame.sort_values(["ID", "TIME"]).groupby("ID")):
+            n = len(g)
+            d.arrays["dose_time"][1][s, :n] = g["TIME"].to_numpy()
+            d.arrays["dose_amt"][1][s, :n] = g["AMT"].to_numpy()
+            d.arrays["dose_active"][1][s, :n] = 1
+        d.meta["dose_reference"] = float(
+            self.dose_reference or np.median(dose_frame["AMT"].to_numpy())
+        )
+        exponent = float((typical or {}).get("dose_exponent", 0.0))
+        first = d.arrays["dose_time"][1][:, 0]
+        rows = []
+        for m, scale in matrices.items():
+            subject = np.repeat(np.arange(n_subjects), len(times))
+            t = np.tile(times, n_subjects) + first[subject]
+            extra = {"log_matrix_scale": np.array([np.log(scale)]), "dose_exponent": exponent}
+            log_c = self.log_prediction(theta, extra, d, subject, t, np.zeros(len(t), int))
+            dv = np.exp(log_c + sig * rng.standard_normal(len(t)))
+            level = lloq.get(m, 1.0) if isinstance(lloq, dict) else float(lloq)
+            blq = dv < level
+            obs = pd.DataFrame(
+                {
+                    "ID": ids[subject],
+                    "TIME": t,
+                    "EVID": 0,
+                    "AMT": 0.0,
+                    "MDV": 0,
+                    "DV": np.where(blq, 0.0, dv),
+                    "BLQ": blq.astype(int),
+                    "LLOQ": level,
+                }
+            )
+            if m is not None:
+                obs["MATRIX"] = m
+            rows.append(obs)
+        dose_rows = dose_frame.assign(EVID=1, MDV=1, DV=np.nan, BLQ=0, LLOQ=np.nan)
+        if None not in matrices:
+            dose_rows["MATRIX"] = next(iter(matrices))
+        out = pd.concat([dose_rows, *rows], ignore_index=True)
+        out = out.sort_values(
+            ["ID", "TIME", "EVID"], ascending=[True, True, False], kind="stable"
+        ).reset_index(drop=True)
+        unit = conc_unit or self.conc_unit
+        if unit:
+            out["DVU"] = unit
+        cols = ["ID", "TIME", "EVID", "AMT", "MDV", "DV", "BLQ", "LLOQ"]
+        cols += [c for c in ("MATRIX", "DVU") if c in out.columns]
+        out = out[cols]
+        if not return_truth:
+            return out
+        truth = pd.DataFrame({"ID": ids, **theta})
+        if self.lag:
+            truth["lag"] = truth["lag_fraction"] * truth["Tmax"]
+        derived = self.derived(
+            {k: v[None, :] for k, v in theta.items()},
+            {"log_matrix_scale": np.zeros((1, 1)), "dose_exponent": np.array([exponent])},
+            _with_lloq(d, lloq, matrices),
+        )
+        for name, values in derived.items():
+            truth[f"true_{name}"] = values[0]
+        return out, truth
+
+
+def _with_lloq(d: ModelData, lloq, matrices) -> ModelData:
+    first = next(iter(matrices))
+    d.meta["reference_lloq"] = lloq.get(first, 1.0) if isinstance(lloq, dict) else float(lloq)
+    return d

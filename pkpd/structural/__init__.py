@@ -1,0 +1,21 @@
+"""Closed-form structural model solutions, usable from numpy and PyTensor alike."""
+
+from pkpd.structural.cellular import (
+    ck_auc,
+    ck_conc,
+    ck_log_conc,
+    ck_peak,
+    ck_time_below,
+    stein_auc,
+    stein_log_profile,
+)
+
+__all__ = [
+    "ck_auc",
+    "ck_conc",
+    "ck_log_conc",
+    "ck_peak",
+    "ck_time_below",
+    "stein_auc",
+    "stein_log_profile",
+]
