@@ -358,6 +358,7 @@ class PopulationModel:
         target_accept: float = 0.8,
         progress: bool = False,
         check: bool = True,
+        **sampler_kwargs,
     ):
         """Sample the posterior and return a :class:`~pkpd.models.PopulationFit`.
 
@@ -374,6 +375,8 @@ class PopulationModel:
             or ``"numpyro"`` / ``"blackjax"`` (JAX; CPU or GPU, when installed).
         cores
             Chains run in parallel on this many cores (default: all).
+        **sampler_kwargs
+            Passed to the sampler (e.g. nutpie's ``adaptation="low_rank"``).
         check
             Check convergence after sampling and warn (:class:`ConvergenceWarning`)
             listing every failed criterion.
@@ -396,6 +399,7 @@ class PopulationModel:
             cores=cores,
             target_accept=target_accept,
             progress=progress,
+            **sampler_kwargs,
         )
         timing["total_s"] = _time.perf_counter() - t0
         info = {
@@ -405,6 +409,7 @@ class PopulationModel:
             "chains": chains,
             "random_seed": random_seed,
             "target_accept": target_accept,
+            **sampler_kwargs,
             **timing,
         }
         fit = PopulationFit(self, d, dt, info)

@@ -246,6 +246,16 @@ class PopulationFit:
         out.insert(0, "ID", self.data.subjects)
         return out
 
+    def compare_nca(self, prob: float = 0.9) -> pd.DataFrame:
+        """Model-derived exposures side by side with NCA of the observed data.
+
+        Available for models that define ``nca_comparison`` (e.g.
+        :class:`~pkpd.models.CellularKinetics`).
+        """
+        if not hasattr(self.model, "nca_comparison"):
+            raise OptionError(f"{self.model.model_name} has no NCA comparison.")
+        return self.model.nca_comparison(self, prob=prob)
+
     def predict(
         self,
         times=None,

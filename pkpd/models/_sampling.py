@@ -13,7 +13,9 @@ from pkpd.errors import OptionError
 __all__ = ["sample"]
 
 
-def sample(model, *, sampler, draws, tune, chains, random_seed, cores, target_accept, progress):
+def sample(
+    model, *, sampler, draws, tune, chains, random_seed, cores, target_accept, progress, **extra
+):
     """Run ``sampler`` on ``model``; return ``(datatree, {"compile_s", "sample_s"})``."""
     if draws < 1 or tune < 0 or chains < 1:
         raise OptionError(
@@ -36,6 +38,7 @@ def sample(model, *, sampler, draws, tune, chains, random_seed, cores, target_ac
             save_warmup=False,
             target_accept=target_accept,
             **kwargs,
+            **extra,
         )
         return dt, {"compile_s": t1 - t0, "sample_s": time.perf_counter() - t1}
 
@@ -57,6 +60,7 @@ def sample(model, *, sampler, draws, tune, chains, random_seed, cores, target_ac
             progressbar=progress,
             compute_convergence_checks=False,
             **kwargs,
+            **extra,
         )
     # PyMC compiles inside pm.sample: the split is not observable here.
     return dt, {"compile_s": float("nan"), "sample_s": time.perf_counter() - t0}

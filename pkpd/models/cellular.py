@@ -441,6 +441,75 @@ class CellularKinetics(PopulationModel):
             )
         return rows
 
+    def nca_comparison(self, fit, prob: float = 0.9) -> pd.DataFrame:
+        """Model-based exposures next to NCA of the observed data, per subject.
+
+        NCA (:func:`pkpd.nca`, PKNCA rules, linear-up/log-down) of the
+        reference-matrix observations over [first infusion, +28 d] and [.., +90 d],
+        with the pre-infusion level imputed as 0 (``impute="start_conc0"``; transgene is
+        absent before the infusion). Columns: ``Cmax``/``NCA_CMAX``,
+        ``Tmax``/``NCA_TMAX`` (from the 0-90 d window), ``AUC0_28``/``NCA_AUC0_28``,
+        ``AUC0_90``/``NCA_AUC0_90`` (``AUCINT``), ``TBLQ``/``NCA_TLST`` (last
+        quantifiable time), each model column with its ``_lo``/``_hi`` interval.
+        """
+        from pkpd.nca import nca
+
+        d = fit.data
+        per_day = _PER_DAY[self.time_unit]
+        obs = d.observations()
+        obs = obs[obs["MATRIX"] == d.matrices[0]]
+        first = d.arrays["dose_time"][1][:, 0]
+        doses = pd.DataFrame(
+            {"ID": d.subjects, "TIME": first, "AMT": d.arrays["dose_amt"][1][:, 0], "EVID": 1}
+        )
+        frame = pd.concat(
+            [
+                doses,
+                pd.DataFrame(
+                    {
+                        "ID": obs["ID"],
+                        "TIME": obs["TIME"],
+                        "DV": np.where(obs["BLQ"], 0.0, obs["DV"]),
+                        "BLQ": obs["BLQ"].astype(int),
+                        "EVID": 0,
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
+        intervals = pd.DataFrame(
+            {
+                "ID": np.repeat(d.subjects, 2),
+                "START": np.repeat(first, 2),
+                "END": np.repeat(first, 2) + np.tile([28 * per_day, 90 * per_day], d.n_subjects),
+            }
+        )
+        res = nca(
+            frame,
+            intervals=intervals,
+            parameters=["CMAX", "TMAX", "TLST", "AUCINT"],
+            impute="start_conc0",
+        ).wide
+        res["WINDOW"] = np.where(res["END"] - res["START"] > 30 * per_day, 90, 28)
+        w90 = res[res["WINDOW"] == 90].set_index("ID")
+        w28 = res[res["WINDOW"] == 28].set_index("ID")
+        model = fit.individual(prob=prob).set_index("ID")
+        out = pd.DataFrame(index=model.index)
+        pairs = [
+            ("Cmax", w90["CMAX"]),
+            ("Tmax", w90["TMAX"] - w90["START"]),
+            ("AUC0_28", w28["AUCINT"]),
+            ("AUC0_90", w90["AUCINT"]),
+        ]
+        if "TBLQ" in model:
+            pairs.append(("TBLQ", w90["TLST"] - w90["START"]))
+        nca_names = {"Tmax": "NCA_TMAX", "TBLQ": "NCA_TLST", "Cmax": "NCA_CMAX"}
+        for name, nca_values in pairs:
+            for col in (name, f"{name}_lo", f"{name}_hi"):
+                out[col] = model[col]
+            out[nca_names.get(name, f"NCA_{name}")] = nca_values.reindex(out.index)
+        return out.reset_index()
+
     # -- simulation -------------------------------------------------------------------
     def simulate(
         self,

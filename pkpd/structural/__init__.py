@@ -7,6 +7,7 @@ from pkpd.structural.cellular import (
     ck_peak,
     ck_time_below,
     stein_auc,
+    stein_auc_window,
     stein_log_profile,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "ck_peak",
     "ck_time_below",
     "stein_auc",
+    "stein_auc_window",
     "stein_log_profile",
 ]

@@ -56,6 +56,7 @@ __all__ = [
     "ck_peak",
     "ck_time_below",
     "stein_auc",
+    "stein_auc_window",
     "stein_log_profile",
 ]
 
@@ -106,18 +107,44 @@ def stein_auc(tau_end, cmax, tmax, foldx, alpha, beta, fb, lag=0.0):
           + \frac{F_B}{\beta}(1 - e^{-\beta s})\right]
 
     with :math:`\tau_e = \mathrm{clip}(\tau, t_\mathrm{lag}, T_\mathrm{max})` and
-    :math:`s = \max(\tau - T_\mathrm{max}, 0)`; ``expm1`` keeps short pieces exact.
+    :math:`s = \max(\tau - T_\mathrm{max}, 0)`. See :func:`stein_auc_window`.
     """
-    xp = namespace(tau_end, cmax, tmax, foldx, alpha, beta, fb, lag)
-    t = xp.maximum(tau_end, 0.0)
-    log_foldx = xp.log(foldx)
+    return stein_auc_window(0.0, tau_end, cmax, tmax, foldx, alpha, beta, fb, lag)
+
+
+def stein_auc_window(tau_start, tau_end, cmax, tmax, foldx, alpha, beta, fb, lag=0.0):
+    r"""Exact :math:`\int_{a}^{b} S(u)\,du` of one infusion, phase by phase.
+
+    Each phase integrates over its own clipped piece of :math:`[a, b]` (times before
+    the infusion contribute 0), as a product with ``expm1`` of the piece's length:
+
+    .. math::
+
+        \int_{a}^{b} S = C_0 (l_b - l_a)
+          + \frac{C_0}{\rho} e^{\rho(e_a - t_\mathrm{lag})}\,\mathrm{expm1}(\rho(e_b - e_a))
+          + C_\mathrm{max} \sum_{(w,k)} \frac{w}{k} e^{-k s_a}
+            \left(-\mathrm{expm1}(-k(s_b - s_a))\right)
+
+    with :math:`l = \mathrm{clip}(\cdot, 0, t_\mathrm{lag})`,
+    :math:`e = \mathrm{clip}(\cdot, t_\mathrm{lag}, T_\mathrm{max})`,
+    :math:`s = \max(\cdot - T_\mathrm{max}, 0)` and
+    :math:`(w, k) \in \{(1-F_B, \alpha), (F_B, \beta)\}`. Never subtracting two
+    cumulative AUCs keeps full relative precision for late windows.
+    """
+    xp = namespace(tau_start, tau_end, cmax, tmax, foldx, alpha, beta, fb, lag)
+    a = xp.maximum(tau_start, 0.0)
+    b = xp.maximum(tau_end, a)
     c0 = cmax / foldx
-    rho = log_foldx / (tmax - lag)
-    pre = c0 * xp.minimum(t, lag)
-    expansion = c0 * xp.expm1(rho * (xp.clip(t, lag, tmax) - lag)) / rho
-    s = xp.maximum(t - tmax, 0.0)
+    rho = xp.log(foldx) / (tmax - lag)
+    pre = c0 * (xp.clip(b, 0.0, lag) - xp.clip(a, 0.0, lag))
+    ea = xp.clip(a, lag, tmax)
+    eb = xp.clip(b, lag, tmax)
+    expansion = c0 * xp.exp(rho * (ea - lag)) * xp.expm1(rho * (eb - ea)) / rho
+    sa = xp.maximum(a - tmax, 0.0)
+    sb = xp.maximum(b - tmax, 0.0)
     contraction = cmax * (
-        (1.0 - fb) * -xp.expm1(-alpha * s) / alpha + fb * -xp.expm1(-beta * s) / beta
+        (1.0 - fb) * xp.exp(-alpha * sa) * -xp.expm1(-alpha * (sb - sa)) / alpha
+        + fb * xp.exp(-beta * sa) * -xp.expm1(-beta * (sb - sa)) / beta
     )
     return pre + expansion + contraction
 
@@ -183,13 +210,13 @@ def ck_auc(
 
     .. math::
 
-        \int_a^b C = \sum_k w_k \left[\int_0^{b - t_k} S - \int_0^{a - t_k} S\right]
+        \int_a^b C = \sum_k w_k \int_{a - t_k}^{b - t_k} S
 
     Shapes as in :func:`ck_log_conc` (``start``/``end`` shaped ``(..., 1)``).
     """
     xp = namespace(start, end, dose_times, log_weights, cmax)
     args = (cmax, tmax, foldx, alpha, beta, fb, lag)
-    part = stein_auc(end - dose_times, *args) - stein_auc(start - dose_times, *args)
+    part = stein_auc_window(start - dose_times, end - dose_times, *args)
     return xp.sum(xp.where(active, xp.exp(log_weights) * part, 0.0), axis=-1)
 
 
@@ -232,6 +259,7 @@ def ck_peak(
         end,
         np.max(np.where(active, dose_times, 0), -1, keepdims=True) + tmax + lag,
     )
+    fin_end = np.maximum(fin_end, start)  # the profile only falls after the last peak
     cand = _breakpoints(dose_times, active, tmax, lag, start, fin_end)
     expand = (..., None)
     log_c = ck_log_conc(
