@@ -239,9 +239,10 @@ class PopulationFit:
         derived = self.model.derived(theta, extra, self.data)
         columns = {}
         for name, values in self.model.individual_columns(theta, derived).items():
-            columns[name] = np.median(values, axis=0)
-            columns[f"{name}_lo"] = np.quantile(values, (1 - prob) / 2, axis=0)
-            columns[f"{name}_hi"] = np.quantile(values, 1 - (1 - prob) / 2, axis=0)
+            with np.errstate(invalid="ignore"):  # inf (e.g. never below LLOQ) stays inf
+                columns[name] = np.median(values, axis=0)
+                columns[f"{name}_lo"] = np.quantile(values, (1 - prob) / 2, axis=0)
+                columns[f"{name}_hi"] = np.quantile(values, 1 - (1 - prob) / 2, axis=0)
         out = pd.DataFrame(columns)
         out.insert(0, "ID", self.data.subjects)
         return out
