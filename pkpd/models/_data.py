@@ -126,7 +126,7 @@ class ModelData:
             for name in ds.data_vars
             if name.startswith("arr__")
         }
-        excluded = pd.read_json(_io(ds.attrs["excluded"]), orient="split")
+        excluded = pd.read_json(_io(ds.attrs["excluded"]), orient="split", dtype=False)
         return cls(
             subjects=subjects,
             obs_subject=ds["obs_subject"].to_numpy().astype(np.int64),
@@ -240,7 +240,7 @@ def observations_from_frame(
     if all_blq.any():
         who = subjects[all_blq.index[all_blq.to_numpy()]]
         warnings.warn(
-            f"Subject(s) {list(who)[:10]} have no observation above the LLOQ. They are kept: "
+            f"Subject(s) {who[:10].tolist()} have no observation above the LLOQ. They are kept: "
             "their BLQ records enter the likelihood as left-censored (M3), which tells the "
             "model their levels stayed low.",
             PKPDWarning,

@@ -239,10 +239,9 @@ class PopulationFit:
         derived = self.model.derived(theta, extra, self.data)
         columns = {}
         for name, values in self.model.individual_columns(theta, derived).items():
-            with np.errstate(invalid="ignore"):  # inf (e.g. never below LLOQ) stays inf
-                columns[name] = np.median(values, axis=0)
-                columns[f"{name}_lo"] = np.quantile(values, (1 - prob) / 2, axis=0)
-                columns[f"{name}_hi"] = np.quantile(values, 1 - (1 - prob) / 2, axis=0)
+            columns[name] = _quantile(values, 0.5)
+            columns[f"{name}_lo"] = _quantile(values, (1 - prob) / 2)
+            columns[f"{name}_hi"] = _quantile(values, 1 - (1 - prob) / 2)
         out = pd.DataFrame(columns)
         out.insert(0, "ID", self.data.subjects)
         return out
@@ -475,6 +474,13 @@ class PopulationFit:
             with atomic_path(path) as tmp:
                 tree.to_netcdf(tmp, engine="h5netcdf")
         return path
+
+
+def _quantile(values: np.ndarray, q: float) -> np.ndarray:
+    """Quantile over draws (axis 0) that keeps +inf draws (e.g. never below LLOQ) as inf."""
+    big = np.finfo(float).max
+    out = np.quantile(np.where(np.isposinf(values), big, values), q, axis=0)
+    return np.where(out >= big / 2, np.inf, out)
 
 
 def _qname(q: float) -> str:

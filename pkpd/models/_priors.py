@@ -93,11 +93,14 @@ class Prior:
 
     def create(self, name: str, dims=None):
         """The PyMC variable on the latent scale (call inside a model context)."""
+        import numpy as np
         import pymc as pm
 
+        # float64 constants: PyTensor would store float32-exact Python floats as float32
+        f64 = np.float64
         if self.kind == "halfnormal":
-            return pm.HalfNormal(name, sigma=self.params["sigma"], dims=dims)
-        return pm.Normal(name, mu=self.latent_mean, sigma=self.latent_sd, dims=dims)
+            return pm.HalfNormal(name, sigma=f64(self.params["sigma"]), dims=dims)
+        return pm.Normal(name, mu=f64(self.latent_mean), sigma=f64(self.latent_sd), dims=dims)
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v:g}" for k, v in self.params.items())

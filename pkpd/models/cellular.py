@@ -225,7 +225,7 @@ class CellularKinetics(PopulationModel):
         no_dose = np.setdiff1d(np.arange(d.n_subjects), dose_subject[dose_subject >= 0])
         if len(no_dose):
             raise DoseError(
-                f"Subject(s) {list(d.subjects[no_dose][:10])} have observations but no infusion "
+                f"Subject(s) {d.subjects[no_dose][:10].tolist()} have observations but no infusion "
                 "record. Add a dose row per infusion (EVID=1, AMT = cells or cells/kg, TIME of "
                 "the infusion), or remove the subjects."
             )
@@ -558,7 +558,11 @@ class CellularKinetics(PopulationModel):
         """
         rng = np.random.default_rng(seed)
         params = self.structural_parameters()
-        typ = {k: v for k, v in STEIN_2019["typical"].items()}
+        per_day = _PER_DAY[self.time_unit]
+        typ = dict(STEIN_2019["typical"])
+        typ["Tmax"] *= per_day
+        typ["alpha"] /= per_day
+        typ["beta"] /= per_day
         om = {k: float(np.sqrt(v)) for k, v in STEIN_2019["omega2"].items()}
         if self.lag:
             typ["lag_fraction"], om["lag_fraction"] = 3.27 / 9.29, 0.3
