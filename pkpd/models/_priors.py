@@ -97,7 +97,9 @@ class Prior:
         import pymc as pm
 
         # float64 constants: PyTensor would store float32-exact Python floats as float32
-        f64 = np.float64
+        def f64(x):
+            return np.array(x, dtype="float64")
+
         if self.kind == "halfnormal":
             return pm.HalfNormal(name, sigma=f64(self.params["sigma"]), dims=dims)
         return pm.Normal(name, mu=f64(self.latent_mean), sigma=f64(self.latent_sd), dims=dims)
