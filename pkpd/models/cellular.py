@@ -341,6 +341,11 @@ class CellularKinetics(PopulationModel):
     def _lag(self, th):
         return th["lag_fraction"] * th["Tmax"] if self.lag else 0.0
 
+    def _stein_args(self, th) -> tuple:
+        """Individual parameters in the order of :mod:`pkpd.structural.cellular`."""
+        names = ("Cmax", "Tmax", "foldx", "alpha", "beta", "FB")
+        return (*(th[n] for n in names), self._lag(th))
+
     def log_prediction(self, theta, extra, d, subject, time, matrix):
         """``ln C`` at the given points: superposed infusions times the matrix scale."""
         xp = namespace(*theta.values())
@@ -354,13 +359,7 @@ class CellularKinetics(PopulationModel):
             dose_time,
             exponent * log_rel,
             active,
-            th["Cmax"],
-            th["Tmax"],
-            th["foldx"],
-            th["alpha"],
-            th["beta"],
-            th["FB"],
-            self._lag(th),
+            *self._stein_args(th),
         )
         return log_c + extra["log_matrix_scale"][..., np.asarray(matrix)]
 
@@ -377,15 +376,7 @@ class CellularKinetics(PopulationModel):
         dose_time = np.broadcast_to(dose_time, shape)
         active = np.broadcast_to(active, shape)
         log_w = np.broadcast_to(log_w, shape)
-        args = (
-            th["Cmax"],
-            th["Tmax"],
-            th["foldx"],
-            th["alpha"],
-            th["beta"],
-            th["FB"],
-            np.asarray(self._lag(th)),
-        )
+        args = self._stein_args(th)
         per_day = _PER_DAY[self.time_unit]
         t0 = dose_time[..., :1]
         cmax, tmax = ck_peak(dose_time, log_w, active, *args)
