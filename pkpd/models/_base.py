@@ -96,6 +96,8 @@ class PopulationModel:
 
     #: name used in saved files (subclasses override)
     model_name = "PopulationModel"
+    #: NUTS target acceptance rate when ``fit(target_accept=None)``
+    default_target_accept = 0.8
 
     def __init__(
         self,
@@ -355,7 +357,7 @@ class PopulationModel:
         random_seed: int | None = None,
         sampler: str = "nutpie",
         cores: int | None = None,
-        target_accept: float = 0.8,
+        target_accept: float | None = None,
         progress: bool = False,
         check: bool = True,
         **sampler_kwargs,
@@ -377,6 +379,9 @@ class PopulationModel:
             Chains run in parallel on this many cores (default: all).
         **sampler_kwargs
             Passed to the sampler (e.g. nutpie's ``adaptation="low_rank"``).
+        target_accept
+            NUTS target acceptance (default: the model's ``default_target_accept``,
+            0.8, or 0.9 for models with a kink such as the Stein peak).
         check
             Check convergence after sampling and warn (:class:`ConvergenceWarning`)
             listing every failed criterion.
@@ -384,6 +389,8 @@ class PopulationModel:
         from pkpd.models._fit import PopulationFit
         from pkpd.models._sampling import sample
 
+        if target_accept is None:
+            target_accept = self.default_target_accept
         if sampler not in SAMPLERS:
             raise OptionError(f"Unknown sampler {sampler!r}; use one of {SAMPLERS}.")
         t0 = _time.perf_counter()
