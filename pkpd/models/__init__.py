@@ -16,16 +16,23 @@ from pkpd.models._diagnostics import ConvergenceWarning
 from pkpd.models._fit import PopulationFit, load
 from pkpd.models._priors import CovariateEffect, Prior
 from pkpd.models.cellular import STEIN_2019, CellularKinetics
+from pkpd.models.pk import PopPK, allometric, conc_scale
+from pkpd.models.selinexor import XU_2021, SelinexorPK
 
 __all__ = [
     "STEIN_2019",
+    "XU_2021",
     "CellularKinetics",
     "ConvergenceWarning",
     "CovariateEffect",
     "ModelData",
+    "PopPK",
     "PopulationFit",
     "PopulationModel",
     "Prior",
+    "SelinexorPK",
     "StructuralParameter",
+    "allometric",
+    "conc_scale",
     "load",
 ]
