@@ -336,6 +336,53 @@ class PopPK(PopulationModel):
             return disposition(th["CL"], th["Vc"], th["Q"], th["Vp"])
         return disposition(th["CL"], th["Vc"], th["Q"], th["Vp"], th["Q2"], th["Vp2"])
 
+    def _dose_terms(self, unit_fn, theta, d: ModelData, subject, time, key=None):
+        """Sum over the acting doses of ``F_k A_k unit_fn(t - t_k)`` at each time.
+
+        Only the (time, dose) pairs that act are evaluated (the selection is data, made
+        in numpy), and the steady-state forms only for SS doses, so the graph costs
+        O(acting pairs) rather than O(times x dose slots x 2). The disposition (macro
+        constants) is computed once per subject and gathered per pair.
+        """
+        xp = namespace(*theta.values())
+        subject = np.asarray(subject)
+        n_t = len(subject)
+        coefs, rates = self._disposition(theta)  # (..., n_subj) each
+        total = None
+        for route in d.meta["routes"]:
+            mask, dt = active_doses(d.arrays, route, subject, time, key)
+            amt = d.arrays[f"{route}_amt"][1][subject]
+            tau = d.arrays[f"{route}_ii"][1][subject]
+            dur = d.arrays[f"{route}_dur"][1][subject] if route == "infusion" else None
+            acting = mask & (amt != 0.0)
+            for steady in (False, True):
+                rows, slots = np.nonzero(acting & ((tau > 0.0) == steady))
+                if len(rows) == 0:
+                    continue
+                subj = subject[rows]
+                kw = {"tau": tau[rows, slots] if steady else None}
+                if route == "depot":
+                    kw["ka"] = theta["ka"][..., subj]
+                    if self.lag:
+                        kw["lag"] = theta["lag"][..., subj]
+                elif route == "infusion":
+                    kw["dur"] = dur[rows, slots]
+                u = unit_fn(
+                    dt[rows, slots],
+                    tuple(c[..., subj] for c in coefs),
+                    tuple(r[..., subj] for r in rates),
+                    **kw,
+                )
+                u = u * amt[rows, slots]
+                if route == "depot" and self.bioavailability:
+                    u = u * theta["F"][..., subj]
+                part = _scatter_sum(xp, u, rows, n_t)
+                total = part if total is None else total + part
+        if total is None:
+            lead = np.shape(next(iter(theta.values())))[:-1] if xp is np else ()
+            total = xp.zeros((*lead, n_t))
+        return total * d.meta["conc_scale"]
+
     def concentration(self, theta, d: ModelData, subject, time, key=None):
         """Central concentration (data unit) at (subject index, time); numpy or PyTensor.
 
@@ -345,26 +392,7 @@ class PopPK(PopulationModel):
         """
         from pkpd.structural.pk import unit_conc
 
-        xp = namespace(*theta.values())
-        th = {k: v[..., subject][..., None] for k, v in theta.items()}
-        coefs, rates = self._disposition(th)
-        total = 0.0
-        for route in d.meta["routes"]:
-            mask, dt = active_doses(d.arrays, route, subject, time, key)
-            amt = d.arrays[f"{route}_amt"][1][subject] * mask
-            tau = d.arrays[f"{route}_ii"][1][subject]
-            if route == "depot":
-                lag = th["lag"] if self.lag else 0.0
-                u = unit_conc(dt, coefs, rates, ka=th["ka"], lag=lag, tau=tau)
-                if self.bioavailability:
-                    u = u * th["F"]
-            elif route == "bolus":
-                u = unit_conc(dt, coefs, rates, tau=tau)
-            else:
-                dur = d.arrays[f"{route}_dur"][1][subject]
-                u = unit_conc(dt, coefs, rates, dur=dur, tau=tau)
-            total = total + xp.sum(amt * u, axis=-1)
-        return total * d.meta["conc_scale"]
+        return self._dose_terms(unit_conc, theta, d, subject, time, key)
 
     def log_prediction(self, theta, extra, d, subject, time, matrix):
         """``ln C`` with a floor of 1e-9 x the median quantified DV (C is 0 before a
@@ -402,25 +430,7 @@ class PopPK(PopulationModel):
         """
         from pkpd.structural.pk import unit_cumauc
 
-        th = {k: v[..., subject][..., None] for k, v in theta.items()}
-        coefs, rates = self._disposition(th)
-        total = 0.0
-        for route in d.meta["routes"]:
-            mask, dt = active_doses(d.arrays, route, subject, time)
-            amt = d.arrays[f"{route}_amt"][1][subject] * mask
-            tau = d.arrays[f"{route}_ii"][1][subject]
-            if route == "depot":
-                lag = th["lag"] if self.lag else 0.0
-                u = unit_cumauc(dt, coefs, rates, ka=th["ka"], lag=lag, tau=tau)
-                if self.bioavailability:
-                    u = u * th["F"]
-            elif route == "bolus":
-                u = unit_cumauc(dt, coefs, rates, tau=tau)
-            else:
-                dur = d.arrays[f"{route}_dur"][1][subject]
-                u = unit_cumauc(dt, coefs, rates, dur=dur, tau=tau)
-            total = total + np.sum(amt * u, axis=-1)
-        return total * d.meta["conc_scale"]
+        return self._dose_terms(unit_cumauc, theta, d, subject, time)
 
     def dosing_windows(self, d: ModelData) -> pd.DataFrame:
         """Each subject's dosing intervals ``ID, START, END``: from each dose to the next;
@@ -621,6 +631,16 @@ class PopPK(PopulationModel):
         if not return_truth:
             return out
         return out, pd.DataFrame({"ID": d.subjects, **theta})
+
+
+def _scatter_sum(xp, values, index: np.ndarray, n: int):
+    """``out[..., i] = sum of values[..., j] over j with index[j] == i`` (last axis)."""
+    if xp is np:
+        values = np.asarray(values, dtype=float)
+        out = np.zeros((*values.shape[:-1], n))
+        np.add.at(out, (..., index), values)
+        return out
+    return xp.zeros((n,), dtype="float64")[index].inc(values)
 
 
 def _set_aside(d: ModelData, mask: np.ndarray, reason: str) -> None:
