@@ -85,6 +85,17 @@ class PopulationModel:
         Parameters with between-subject variability (default: all).
     correlated
         Full BSV covariance with an LKJ prior instead of independent etas.
+    centered
+        ``True`` (every parameter with BSV), ``False`` (none) or the names of the
+        parameters whose individual values are sampled on the latent scale directly,
+        :math:`g(\\theta_{ip}) \\sim N(\\mu_p + x_i^\\top\\beta_p, \\omega_p^2)`,
+        instead of the non-centred :math:`\\mu_p + \\omega_p z_{ip}`. Better when the
+        data determine each subject's parameters well (rich sampling, small residual
+        error), where the non-centred form couples :math:`\\mu_p` to every
+        :math:`z_{ip}` and mixes slowly; worse for sparse data (Betancourt & Girolami
+        2015; Papaspiliopoulos, Roberts & Sköld 2007): choose it for the parameters the
+        data determine (e.g. CL and V with rich sampling) and keep the weakly informed
+        ones (e.g. a peripheral volume) non-centred. Not with ``correlated=True``.
     covariates
         :class:`~pkpd.models.CovariateEffect` objects (or dicts, or
         ``"param~COLUMN"`` strings for categorical effects).
@@ -105,6 +116,7 @@ class PopulationModel:
         priors: Mapping[str, Prior] | None = None,
         bsv: Sequence[str] | None = None,
         correlated: bool = False,
+        centered: bool | Sequence[str] = False,
         covariates: Sequence = (),
         columns: Mapping[str, str] | None = None,
         time_unit: str = "h",
@@ -123,6 +135,23 @@ class PopulationModel:
         if unknown:
             raise OptionError(f"bsv= names unknown parameter(s) {unknown}; known: {names}.")
         self.correlated = bool(correlated)
+        if centered is True or centered is False:
+            self.centered = list(self.bsv) if centered else []
+        else:
+            self.centered = [
+                str(c) for c in ([centered] if isinstance(centered, str) else centered)
+            ]
+        stray = [c for c in self.centered if c not in self.bsv]
+        if stray:
+            raise OptionError(
+                f"centered= names parameter(s) {stray} without BSV; parameters with BSV: "
+                f"{self.bsv}."
+            )
+        if self.centered and self.correlated:
+            raise OptionError(
+                "centered=True is for independent BSV; use correlated=True without it "
+                "(the correlated form is always non-centred)."
+            )
         if self.correlated and len(self.bsv) < 2:
             raise OptionError("correlated=True needs at least two parameters with BSV.")
         self.covariates = [CovariateEffect.coerce(c) for c in covariates]
@@ -182,6 +211,7 @@ class PopulationModel:
             "priors": {k: v.to_dict() for k, v in self.priors.items()},
             "bsv": list(self.bsv),
             "correlated": self.correlated,
+            "centered": list(self.centered),
             "covariates": [c.to_dict() for c in self.covariates],
             "columns": self.columns,
             "time_unit": self.time_unit,
@@ -276,7 +306,11 @@ class PopulationModel:
                 else:
                     beta = c.prior.create(c.name)
                     latent[c.parameter] = latent[c.parameter] + beta * item["logx"]
-            if self.bsv:
+            if self.bsv and self.centered:
+                eta = self._centred_etas(latent)
+                for j, b in enumerate(self.bsv):
+                    latent[b] = latent[b] + eta[:, j]
+            elif self.bsv:
                 z = pm.Normal("z", 0.0, 1.0, dims=("subject", "eta_parameter"))
                 if self.correlated:
                     scales = np.array([self.priors[f"omega_{b}"].params["sigma"] for b in self.bsv])
@@ -310,6 +344,31 @@ class PopulationModel:
             sigma = self.priors["sigma"].create("sigma")
             self._likelihood(d, log_f, sigma)
         return model
+
+    def _centred_etas(self, latent):
+        """``eta`` (subject x bsv) with the ``centered`` parameters sampled as
+        ``phi ~ N(loc, omega)`` (``eta = phi - loc``) and the others as ``omega z``."""
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        model = pm.modelcontext(None)
+        omegas = {b: self.priors[f"omega_{b}"].create(f"omega_{b}") for b in self.bsv}
+        cols = {}
+        centred = [b for b in self.bsv if b in self.centered]
+        plain = [b for b in self.bsv if b not in self.centered]
+        model.add_coord("eta_centered", centred)
+        loc = pt.stack([latent[b] for b in centred], axis=1)
+        sd = pt.stack([omegas[b] for b in centred])
+        phi = pm.Normal("phi", mu=loc, sigma=sd, dims=("subject", "eta_centered"))
+        for j, b in enumerate(centred):
+            cols[b] = phi[:, j] - loc[:, j]
+        if plain:
+            model.add_coord("eta_noncentered", plain)
+            z = pm.Normal("z", 0.0, 1.0, dims=("subject", "eta_noncentered"))
+            for j, b in enumerate(plain):
+                cols[b] = z[:, j] * omegas[b]
+        eta = pt.stack([cols[b] for b in self.bsv], axis=1)
+        return pm.Deterministic("eta", eta, dims=("subject", "eta_parameter"))
 
     @staticmethod
     def _likelihood(d: ModelData, log_f, sigma):

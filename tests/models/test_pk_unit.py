@@ -238,3 +238,38 @@ def test_missing_covariate_column_is_a_clear_error():
         typical={"CL": 1.0, "V": 10.0, "ka": 1.0}, seed=0)  # fmt: skip
     with pytest.raises(DataError, match="SEX"):
         model.prepare(data)
+
+
+def test_centered_density_is_the_non_centred_one_after_the_change_of_variables():
+    """phi = mu + omega z: log p_c(mu, omega, phi) = log p_nc(mu, omega, z) - n sum ln omega."""
+    kw = {"conc_unit": "mg/L"}
+    data = PopPK(1, **kw).simulate(
+        4, doses=[{"TIME": 0.0, "AMT": 100.0}], times=[0.5, 1, 2, 4, 8, 24],
+        typical={"CL": 4.0, "V": 30.0, "ka": 1.0}, lloq=0.05, seed=2,
+    )  # fmt: skip
+    m_nc = PopPK(1, **kw).build_model(data)
+    m_c = PopPK(1, centered=True, **kw).build_model(data)
+    assert "phi" in m_c.named_vars and "z" not in m_c.named_vars
+    rng = np.random.default_rng(0)
+    point = {k: v + 0.3 * rng.standard_normal(np.shape(v)) for k, v in m_nc.initial_point().items()}
+    bsv = list(m_nc.coords["eta_parameter"])
+    mu = np.array([point[f"mu_{b}"] for b in bsv])
+    omega = np.exp([point[f"omega_{b}_log__"] for b in bsv])
+    centred = {k: v for k, v in point.items() if k != "z"}
+    centred["phi"] = mu + omega * point["z"]
+    n = len(m_nc.coords["subject"])
+    want = m_nc.compile_logp()(point) - n * np.log(omega).sum()
+    assert m_c.compile_logp()(centred) == pytest.approx(want, rel=1e-12)
+    # only CL centred: z keeps V and ka
+    m_cl = PopPK(1, centered=["CL"], **kw).build_model(data)
+    assert list(m_cl.coords["eta_centered"]) == ["CL"]
+    assert list(m_cl.coords["eta_noncentered"]) == ["V", "ka"]
+    mixed = {k: v for k, v in point.items() if k != "z"}
+    mixed["phi"] = centred["phi"][:, :1]
+    mixed["z"] = point["z"][:, 1:]
+    want = m_nc.compile_logp()(point) - n * np.log(omega[0])
+    assert m_cl.compile_logp()(mixed) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(OptionError, match="centered"):
+        PopPK(2, centered=True, correlated=True)
+    with pytest.raises(OptionError, match="without BSV"):
+        PopPK(1, centered=["Q"])
