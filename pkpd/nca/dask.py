@@ -3,16 +3,17 @@
 Example::
 
     import dask.dataframe as dd
-    from pkpd.nca import nca_dask
+    import pkpd
 
-    res = nca_dask(dd.read_parquet("profiles/"), dose=100.0, partitioned=True)
+    res = pkpd.nca(dd.read_parquet("profiles/"), dose=100.0, partitioned=True)
     res.to_parquet("nca_out/")          # long and excluded, one pass over the data
     wide = res.wide.compute()           # or any dask operation on the lazy tables
 
-:func:`nca_dask` takes the keyword options of :func:`pkpd.nca` and runs :func:`pkpd.nca`
-itself on each partition, so every value equals the in-memory run's. The partitions must
-hold whole subjects: by default the data are shuffled by the id column (unless that is
-already guaranteed); ``partitioned=True`` keeps the user's partitions and checks them.
+:func:`pkpd.nca` calls :func:`nca_dask` when given a dask DataFrame. :func:`nca_dask`
+takes the keyword options of :func:`pkpd.nca` and runs :func:`pkpd.nca` itself on each
+partition, so every value equals the in-memory run's. The partitions must hold whole
+subjects: by default the data are shuffled by the id column (unless that is already
+guaranteed); ``partitioned=True`` keeps the user's partitions and checks them.
 
 dask is imported only when :func:`nca_dask` is called: importing :mod:`pkpd.nca` stays cheap.
 See ``docs/nca/dask.md``.
@@ -36,7 +37,7 @@ from pkpd.errors import ColumnError, DataError, DoseError, OptionError, PKPDErro
 from pkpd.nca import _codes as C
 from pkpd.nca import registry
 from pkpd.nca.arrays import NCAOptions
-from pkpd.nca.frontend import _requested, nca, route_code
+from pkpd.nca.frontend import DASK_OPTIONS, _requested, nca, route_code
 
 __all__ = ["TABLES", "NCADaskResult", "nca_dask"]
 
@@ -47,7 +48,8 @@ TABLES = ("long", "wide", "points", "excluded")
 ROW = "__pkpd_row__"
 
 _NCA_PARAMETERS = inspect.signature(nca).parameters
-_NCA_OPTIONS = tuple(p for p in _NCA_PARAMETERS if p != "data")
+# pkpd.nca's keywords for every partition; DASK_OPTIONS are nca_dask's own
+_NCA_OPTIONS = tuple(p for p in _NCA_PARAMETERS if p != "data" and p not in DASK_OPTIONS)
 _NO_OBSERVATIONS = "The data hold no observation records"
 _MODULE_PATTERN = re.escape(__name__) + "$"
 _STR = "str"  # pandas' string dtype, as in NCAResult.long

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,15 @@ from pkpd.nca import registry
 from pkpd.nca.arrays import NCAOptions, nca_arrays
 from pkpd.nca.units import NCAUnits
 
-__all__ = ["NCAResult", "nca", "route_code"]
+if TYPE_CHECKING:  # dask is imported only for dask input, by pkpd.nca.dask
+    import dask.dataframe as dd
+
+    from pkpd.nca.dask import NCADaskResult
+
+__all__ = ["DASK_OPTIONS", "NCAResult", "nca", "route_code"]
+
+#: Keywords of :func:`nca` that only a dask DataFrame takes (see :func:`pkpd.nca.nca_dask`).
+DASK_OPTIONS = ("partitioned", "verify", "npartitions", "shuffle_method")
 
 
 def route_code(route: str) -> int:
@@ -33,7 +43,7 @@ def route_code(route: str) -> int:
 
 
 def nca(
-    data: pd.DataFrame,
+    data: pd.DataFrame | dd.DataFrame,
     *,
     method: str = "linlog",
     intervals=None,
@@ -51,7 +61,11 @@ def nca(
     groups: Sequence[str] | None = None,
     columns: Mapping[str, str] | None = None,
     units: Mapping[str, str] | None = None,
-) -> NCAResult:
+    partitioned: bool | None = None,
+    verify: bool | None = None,
+    npartitions: int | None = None,
+    shuffle_method: str | None = None,
+) -> NCAResult | NCADaskResult:
     """Non-compartmental analysis of every profile in an event table.
 
     Parameters
@@ -60,7 +74,10 @@ def nca(
         NONMEM-style event table (``ID, TIME, DV`` and, for doses, ``AMT``
         with ``EVID`` 1) or a concentration table with ``dose=``. Columns
         are found by role (see :mod:`pkpd.data.roles`); ``columns`` maps
-        other spellings.
+        other spellings. A pandas DataFrame, or a ``dask.dataframe.DataFrame``:
+        then the call is :func:`pkpd.nca.nca_dask` (the engine mapped over
+        partitions holding whole subjects, shuffled by subject id if need be)
+        and returns lazy dask tables with the values of the in-memory run.
     method
         AUC method: ``"linlog"`` (linear up / log down, default), ``"linear"``
         or ``"lin-log"`` (linear to tmax, log after).
@@ -86,20 +103,57 @@ def nca(
         Extra columns defining separate profiles (analyte, matrix, period...).
     units
         ``{"time": "h", "conc": "mg/L", "dose": "mg"}`` for PPORRESU.
+    partitioned, verify, npartitions, shuffle_method
+        Dask DataFrame only (an :class:`pkpd.OptionError` otherwise): how the
+        partitions are made to hold whole subjects, see
+        :func:`pkpd.nca.nca_dask`. ``None`` leaves its default (``verify``:
+        ``True``).
 
     Returns
     -------
-    NCAResult
+    NCAResult or NCADaskResult
         With ``long`` (one row per profile x interval x parameter), ``wide``,
         ``points`` (per-sample flags, lambda_z points), ``excluded`` and
-        ``summary()``.
+        ``summary()``. For a dask DataFrame, a
+        :class:`pkpd.nca.NCADaskResult` holding the same four tables as lazy
+        dask DataFrames (see ``docs/nca/dask.md``).
 
     Raises
     ------
     PKPDError
         Invalid data (see :func:`pkpd.data.prepare_event_table`), invalid
-        intervals or options.
+        intervals or options. For a dask DataFrame, errors in the data are
+        raised when the partition holding them is computed, and name the
+        subject and the partition.
+    TypeError
+        ``data`` is a dask collection other than a DataFrame (e.g. a Series).
+
+    Notes
+    -----
+    A dask DataFrame is recognised by the module of its type, without
+    importing dask: importing :mod:`pkpd.nca` or analysing a pandas
+    DataFrame never loads dask.
     """
+    dask_options = {"partitioned": partitioned, "verify": verify, "npartitions": npartitions,
+                    "shuffle_method": shuffle_method}  # fmt: skip
+    if _is_dask_dataframe(data):
+        from pkpd.nca.dask import nca_dask
+
+        return nca_dask(
+            data,
+            **{k: v for k, v in dask_options.items() if v is not None},
+            method=method, intervals=intervals, route=route, dose=dose, dose_time=dose_time,
+            blq=blq, conc_na=conc_na, min_hl_points=min_hl_points, adj_r2_factor=adj_r2_factor,
+            allow_tmax_in_half_life=allow_tmax_in_half_life, first_tmax=first_tmax,
+            impute=impute, parameters=parameters, groups=groups, columns=columns, units=units,
+        )  # fmt: skip
+    given = [k for k, v in dask_options.items() if v is not None]
+    if given:
+        names = ", ".join(f"{k}=" for k in given)
+        raise OptionError(
+            f"{names} {'applies' if len(given) == 1 else 'apply'} only to a dask DataFrame "
+            f"(see pkpd.nca.nca_dask); data is a {type(data).__name__}."
+        )
     options = NCAOptions(
         method=method,
         blq=dict(blq) if blq is not None else NCAOptions().blq,
@@ -148,6 +202,23 @@ def nca(
 
 
 # ---- preparation ---------------------------------------------------------------------------
+def _is_dask_dataframe(data) -> bool:
+    """Whether ``data`` is a dask DataFrame; never imports dask.
+
+    An object of a dask class exists only once its module is imported, so dask is looked
+    up in ``sys.modules``. Other dask collections (Series, Array, ...) raise TypeError.
+    """
+    if not any(cls.__module__.partition(".")[0] == "dask" for cls in type(data).__mro__):
+        return False
+    dd = sys.modules.get("dask.dataframe")
+    if dd is not None and isinstance(data, dd.DataFrame):
+        return True
+    raise TypeError(
+        f"pkpd.nca() takes a pandas or dask DataFrame, not a {type(data).__name__} "
+        f"({type(data).__module__})."
+    )
+
+
 def _requested(parameters) -> dict[str, tuple[str, ...]] | None:
     if parameters is None:
         return None

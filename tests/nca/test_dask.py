@@ -1,6 +1,9 @@
 """NCA of dask DataFrames: :func:`pkpd.nca.nca_dask` equals :func:`pkpd.nca` exactly."""
 
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,9 +13,10 @@ dd = pytest.importorskip("dask.dataframe")
 
 import pkpd  # noqa: E402
 from pkpd import DataError, DoseError, OptionError, PKPDWarning  # noqa: E402
+from pkpd.nca import NCADaskResult, nca_dask  # noqa: E402
 from pkpd.nca import dask as nca_dask_module  # noqa: E402
-from pkpd.nca import nca_dask  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[2]
 SYNC = {"scheduler": "sync"}
 TABLES = ("long", "wide", "points", "excluded")
 # dask's own Parquet writer, under pandas 3.1
@@ -281,6 +285,64 @@ def test_parquet_dataset_round_trip(data, ref, tmp_path):
     long = pd.read_parquet(tmp_path / "out" / "long")
     excluded = pd.read_parquet(tmp_path / "out" / "excluded")
     assert_identical({"long": long, "excluded": excluded}, ref, ("long", "excluded"))
+
+
+# ---- pkpd.nca(dask DataFrame) dispatches to nca_dask ------------------------------------
+def test_pkpd_nca_of_a_dask_dataframe_equals_in_memory(data, ref):
+    res = pkpd.nca(dd.from_pandas(data, npartitions=4, sort=False))
+    assert isinstance(res, NCADaskResult) and res.shuffled
+    out = res.compute(tables=TABLES, **SYNC)
+    assert_identical(out, ref)
+    # options pass through, as to pkpd.nca on pandas
+    options = {"method": "linear", "parameters": ["CMAX", "AUCLST", "LAMZ"], "min_hl_points": 4}
+    res = pkpd.nca(dd.from_pandas(data, npartitions=3, sort=False), **options)
+    assert set(res.wide.columns) == {"ID", "START", "END", *options["parameters"]}
+    assert_identical(res.compute(tables=("long", "wide"), **SYNC), reference(data, **options),
+                     ("long", "wide"))  # fmt: skip
+
+
+def test_pkpd_nca_takes_the_dask_keywords(data, ref):
+    subjects = pd.unique(data["ID"])
+    parts = [data[data["ID"].isin(chunk)] for chunk in np.array_split(subjects, 3)]
+    ddf = dd.concat([dd.from_pandas(p, npartitions=1, sort=False) for p in parts])
+    kept = pkpd.nca(ddf, partitioned=True)  # checked, then used as they are
+    assert not kept.shuffled and kept.npartitions == 3
+    assert_identical(kept.compute(tables=("long", "wide"), **SYNC), ref, ("long", "wide"))
+    reshuffled = pkpd.nca(ddf, partitioned=False, npartitions=5, shuffle_method="tasks")
+    assert reshuffled.shuffled and reshuffled.npartitions == 5
+    assert_identical(reshuffled.compute(tables=("long",), **SYNC), ref, ("long",))
+    split = dd.from_pandas(data, npartitions=6, sort=False)  # cuts through subjects
+    with pytest.raises(DataError, match="lie in more than one partition"):
+        pkpd.nca(split, partitioned=True)
+    unchecked = pkpd.nca(split, partitioned=True, verify=False)  # builds the graph only
+    assert not unchecked.shuffled and unchecked.npartitions == 6
+
+
+def test_pkpd_nca_dask_keywords_with_pandas_input_are_an_error(data):
+    with pytest.raises(OptionError, match=r"partitioned= applies only to a dask DataFrame"):
+        pkpd.nca(data, partitioned=True)
+    with pytest.raises(OptionError, match=r"verify=, npartitions= apply only to a dask"):
+        pkpd.nca(data, verify=False, npartitions=4)
+    with pytest.raises(TypeError, match="pandas or dask DataFrame, not a Series"):
+        pkpd.nca(dd.from_pandas(data, npartitions=2)["DV"])
+    # nca_dask keeps rejecting what pkpd.nca takes for every partition only
+    with pytest.raises(TypeError, match="does not take"):
+        nca_dask(dd.from_pandas(data, npartitions=2), methd="linear")
+
+
+def test_importing_pkpd_nca_imports_neither_dask_nor_pymc():
+    code = (
+        "import sys, warnings\n"
+        "import pkpd.nca, pkpd\n"
+        "for name in ('dask', 'distributed', 'pymc'):\n"
+        "    assert name not in sys.modules, name + ' was imported by import pkpd.nca'\n"
+        "with warnings.catch_warnings():\n"
+        "    warnings.simplefilter('ignore')\n"
+        "    pkpd.nca(pkpd.load_example('theoph'), parameters=['CMAX'])\n"
+        "assert 'dask' not in sys.modules, 'dask was imported by pkpd.nca(pandas)'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.fixture(scope="module")
