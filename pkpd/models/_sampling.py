@@ -7,8 +7,9 @@ Every path returns an ArviZ :class:`xarray.DataTree` with ``posterior`` and
 from __future__ import annotations
 
 import time
+import warnings
 
-from pkpd.errors import OptionError
+from pkpd.errors import OptionError, PKPDWarning
 
 __all__ = ["sample"]
 
@@ -28,18 +29,41 @@ def sample(
         compiled = nutpie.compile_pymc_model(model)
         t1 = time.perf_counter()
         kwargs = {"cores": cores} if cores else {}
-        dt = nutpie.sample(
-            compiled,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            seed=random_seed,
-            progress_bar=progress,
-            save_warmup=False,
-            target_accept=target_accept,
-            **kwargs,
-            **extra,
-        )
+        try:
+            dt = nutpie.sample(
+                compiled,
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                seed=random_seed,
+                progress_bar=progress,
+                save_warmup=False,
+                target_accept=target_accept,
+                **kwargs,
+                **extra,
+            )
+        except RuntimeError as err:
+            if "initial" not in str(err) or extra:
+                raise
+            # nutpie 0.16 cannot initialise some graphs (seen with LKJCholeskyCov: its
+            # numba logp tries to make a read-only shared array writeable, "cannot set
+            # WRITEABLE flag"); PyMC's own NUTS samples the same model.
+            warnings.warn(
+                "nutpie could not initialise the sampler ("
+                + str(err).splitlines()[0]
+                + "; "
+                + _first_cause(err)
+                + "). Sampling with PyMC's NUTS instead (sampler='pymc'); the "
+                "posterior is of the same model.",
+                PKPDWarning,
+                stacklevel=3,
+            )
+            dt, times = sample(
+                model, sampler="pymc", draws=draws, tune=tune, chains=chains,
+                random_seed=random_seed, cores=cores, target_accept=target_accept,
+                progress=progress,
+            )  # fmt: skip
+            return dt, {**times, "compile_s": t1 - t0, "fallback": "pymc"}
         return dt, {"compile_s": t1 - t0, "sample_s": time.perf_counter() - t1}
 
     import pymc as pm
@@ -64,3 +88,9 @@ def sample(
         )
     # PyMC compiles inside pm.sample: the split is not observable here.
     return dt, {"compile_s": float("nan"), "sample_s": time.perf_counter() - t0}
+
+
+def _first_cause(err: BaseException) -> str:
+    """The innermost reason in a nutpie error text ("Caused by: ... N: reason")."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()[:2].rstrip(":").isdigit()]
+    return lines[-1].split(":", 1)[-1].strip() if lines else "no detail"
