@@ -88,28 +88,25 @@ def _assert_recovered(fit, truth, omega):
     assert len(missed_90) <= 2, missed_90
 
 
+def _cohort_and_fit(n_cmt, truth, omega, centred, unit, seed):
+    model = PopPK(
+        n_cmt, "first-order", conc_unit=unit, centered=centred, priors=offset_priors(truth)
+    )
+    data, true_ind = model.simulate(
+        N_SUBJECTS, doses=DOSES, times=TIMES, typical=truth, omega=omega, sigma=SIGMA,
+        seed=seed, return_truth=True, conc_unit=unit,
+    )  # fmt: skip
+    return model, data, true_ind, _fit(model, data, seed)
+
+
 @pytest.fixture(scope="module")
 def one_cmt():
-    model = PopPK(
-        1, "first-order", conc_unit="mg/L", centered=CENTRED, priors=offset_priors(TRUTH_1CMT)
-    )
-    data, truth = model.simulate(
-        N_SUBJECTS, doses=DOSES, times=TIMES, typical=TRUTH_1CMT, omega=OMEGA_1CMT,
-        sigma=SIGMA, seed=11, return_truth=True, conc_unit="mg/L",
-    )  # fmt: skip
-    return model, data, truth, _fit(model, data, 11)
+    return _cohort_and_fit(1, TRUTH_1CMT, OMEGA_1CMT, CENTRED, "mg/L", seed=11)
 
 
 @pytest.fixture(scope="module")
 def two_cmt():
-    model = PopPK(
-        2, "first-order", conc_unit="ng/mL", centered=CENTRED_2, priors=offset_priors(TRUTH_2CMT)
-    )
-    data, truth = model.simulate(
-        N_SUBJECTS, doses=DOSES, times=TIMES, typical=TRUTH_2CMT, omega=OMEGA_2CMT,
-        sigma=SIGMA, seed=3, return_truth=True, conc_unit="ng/mL",
-    )  # fmt: skip
-    return model, data, truth, _fit(model, data, 3)
+    return _cohort_and_fit(2, TRUTH_2CMT, OMEGA_2CMT, CENTRED_2, "ng/mL", seed=3)
 
 
 def test_design_uses_addl_and_steady_state(two_cmt):
