@@ -278,72 +278,116 @@ class PopulationModel:
         per categorical covariate (non-reference levels).
         """
         import pymc as pm
-        import pytensor.tensor as pt
 
         d = data if isinstance(data, ModelData) else self.prepare(data)
+        with pm.Model() as model:
+            self.add_to_model(d, design=design)
+        return model
+
+    def var(self, name: str) -> str:
+        """Model variable / coord name of ``name`` with the current block prefix."""
+        return f"{getattr(self, '_prefix', '')}{name}"
+
+    def add_to_model(
+        self,
+        d: ModelData,
+        *,
+        prefix: str = "",
+        extra_inputs: Mapping | None = None,
+        design: list | None = None,
+    ) -> dict:
+        """Add this model's hierarchy and likelihood to the current PyMC model.
+
+        Every variable and coord name is prefixed with ``prefix`` (``""`` for a
+        model of its own; e.g. ``"il6_"`` inside a
+        :class:`~pkpd.models.JointModel`, where the subject coord is then
+        ``il6_subject``). ``extra_inputs`` override entries of
+        :meth:`extra_variables` (a joint model passes the CAR-cell driver of a PD
+        block this way). Returns ``{"theta", "extra", "log_f"}``: the individual
+        parameters (tensors over the block's subjects), the extras and the log
+        prediction at every observation.
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        self._prefix = prefix
+        try:
+            return self._add_to_model(d, design, dict(extra_inputs or {}), pm, pt)
+        finally:
+            self._prefix = ""
+
+    def _add_to_model(self, d, design, extra_inputs, pm, pt) -> dict:
+        v = self.var
         params = self.structural_parameters()
         design = self.covariate_design(d) if design is None else design
-        coords = {"subject": d.subjects, "obs": np.arange(d.n_obs), "eta_parameter": self.bsv}
+        model = pm.modelcontext(None)
+        coords = {
+            v("subject"): d.subjects,
+            v("obs"): np.arange(d.n_obs),
+            v("eta_parameter"): self.bsv,
+        }
         if self.correlated:
-            coords["eta_row"] = list(self.bsv)
+            coords[v("eta_row")] = list(self.bsv)
         for item in design:
             if "levels" in item:
-                coords[f"{item['effect'].column}_level"] = [str(v) for v in item["levels"][1:]]
-        with pm.Model(coords=coords) as model:
-            latent = {}
-            for p in params:
-                mu = self.priors[p.name].create(f"mu_{p.name}")
-                pm.Deterministic(p.name, p.inverse(mu, pt))
-                latent[p.name] = pt.zeros(d.n_subjects) + mu
-            for item in design:
-                c = item["effect"]
-                if "levels" in item:
-                    beta = c.prior.create(c.name, dims=f"{c.column}_level")
-                    full = pt.concatenate([pt.zeros(1), beta])
-                    latent[c.parameter] = latent[c.parameter] + full[item["codes"]]
-                elif c.fixed is not None:
-                    latent[c.parameter] = latent[c.parameter] + c.fixed * item["logx"]
-                else:
-                    beta = c.prior.create(c.name)
-                    latent[c.parameter] = latent[c.parameter] + beta * item["logx"]
-            if self.bsv and self.centered:
-                eta = self._centred_etas(latent)
-                for j, b in enumerate(self.bsv):
-                    latent[b] = latent[b] + eta[:, j]
-            elif self.bsv:
-                z = pm.Normal("z", 0.0, 1.0, dims=("subject", "eta_parameter"))
-                if self.correlated:
-                    scales = np.array([self.priors[f"omega_{b}"].params["sigma"] for b in self.bsv])
-                    chol, corr, sds = pm.LKJCholeskyCov(
-                        "omega_chol",
-                        n=len(self.bsv),
-                        eta=2.0,
-                        sd_dist=pm.HalfNormal.dist(sigma=scales, shape=len(self.bsv)),
-                        compute_corr=True,
-                    )
-                    pm.Deterministic("omega_corr", corr, dims=("eta_parameter", "eta_row"))
-                    pm.Deterministic("omega_L", chol, dims=("eta_parameter", "eta_row"))
-                    eta = z @ chol.T
-                    for j, b in enumerate(self.bsv):
-                        pm.Deterministic(f"omega_{b}", sds[j])
-                else:
-                    omegas = pt.stack(
-                        [self.priors[f"omega_{b}"].create(f"omega_{b}") for b in self.bsv]
-                    )
-                    eta = z * omegas
-                eta = pm.Deterministic("eta", eta, dims=("subject", "eta_parameter"))
-                for j, b in enumerate(self.bsv):
-                    latent[b] = latent[b] + eta[:, j]
-            theta = {}
-            for p in params:
-                theta[p.name] = pm.Deterministic(
-                    f"{p.name}_i", p.inverse(latent[p.name], pt), dims="subject"
+                coords[v(f"{item['effect'].column}_level")] = [str(lv) for lv in item["levels"][1:]]
+        for name, values in coords.items():
+            if name not in model.coords:
+                model.add_coord(name, values)
+        latent = {}
+        for p in params:
+            mu = self.priors[p.name].create(v(f"mu_{p.name}"))
+            pm.Deterministic(v(p.name), p.inverse(mu, pt))
+            latent[p.name] = pt.zeros(d.n_subjects) + mu
+        for item in design:
+            c = item["effect"]
+            if "levels" in item:
+                beta = c.prior.create(v(c.name), dims=v(f"{c.column}_level"))
+                full = pt.concatenate([pt.zeros(1), beta])
+                latent[c.parameter] = latent[c.parameter] + full[item["codes"]]
+            elif c.fixed is not None:
+                latent[c.parameter] = latent[c.parameter] + c.fixed * item["logx"]
+            else:
+                beta = c.prior.create(v(c.name))
+                latent[c.parameter] = latent[c.parameter] + beta * item["logx"]
+        if self.bsv and self.centered:
+            eta = self._centred_etas(latent)
+            for j, b in enumerate(self.bsv):
+                latent[b] = latent[b] + eta[:, j]
+        elif self.bsv:
+            z = pm.Normal(v("z"), 0.0, 1.0, dims=(v("subject"), v("eta_parameter")))
+            if self.correlated:
+                scales = np.array([self.priors[f"omega_{b}"].params["sigma"] for b in self.bsv])
+                chol, corr, sds = pm.LKJCholeskyCov(
+                    v("omega_chol"),
+                    n=len(self.bsv),
+                    eta=2.0,
+                    sd_dist=pm.HalfNormal.dist(sigma=scales, shape=len(self.bsv)),
+                    compute_corr=True,
                 )
-            extra = self.extra_variables(d)
-            log_f = self.log_prediction(theta, extra, d, d.obs_subject, d.obs_time, d.obs_matrix)
-            sigma = self.priors["sigma"].create("sigma")
-            self._likelihood(d, log_f, sigma)
-        return model
+                pm.Deterministic(v("omega_corr"), corr, dims=(v("eta_parameter"), v("eta_row")))
+                pm.Deterministic(v("omega_L"), chol, dims=(v("eta_parameter"), v("eta_row")))
+                eta = z @ chol.T
+                for j, b in enumerate(self.bsv):
+                    pm.Deterministic(v(f"omega_{b}"), sds[j])
+            else:
+                omegas = pt.stack(
+                    [self.priors[f"omega_{b}"].create(v(f"omega_{b}")) for b in self.bsv]
+                )
+                eta = z * omegas
+            eta = pm.Deterministic(v("eta"), eta, dims=(v("subject"), v("eta_parameter")))
+            for j, b in enumerate(self.bsv):
+                latent[b] = latent[b] + eta[:, j]
+        theta = {}
+        for p in params:
+            theta[p.name] = pm.Deterministic(
+                v(f"{p.name}_i"), p.inverse(latent[p.name], pt), dims=v("subject")
+            )
+        extra = {**self.extra_variables(d), **extra_inputs}
+        log_f = self.log_prediction(theta, extra, d, d.obs_subject, d.obs_time, d.obs_matrix)
+        sigma = self.priors["sigma"].create(v("sigma"))
+        self._likelihood(d, log_f, sigma, v)
+        return {"theta": theta, "extra": extra, "log_f": log_f}
 
     def _centred_etas(self, latent):
         """``eta`` (subject x bsv) with the ``centered`` parameters sampled as
@@ -352,26 +396,27 @@ class PopulationModel:
         import pytensor.tensor as pt
 
         model = pm.modelcontext(None)
-        omegas = {b: self.priors[f"omega_{b}"].create(f"omega_{b}") for b in self.bsv}
+        v = self.var
+        omegas = {b: self.priors[f"omega_{b}"].create(v(f"omega_{b}")) for b in self.bsv}
         cols = {}
         centred = [b for b in self.bsv if b in self.centered]
         plain = [b for b in self.bsv if b not in self.centered]
-        model.add_coord("eta_centered", centred)
+        model.add_coord(v("eta_centered"), centred)
         loc = pt.stack([latent[b] for b in centred], axis=1)
         sd = pt.stack([omegas[b] for b in centred])
-        phi = pm.Normal("phi", mu=loc, sigma=sd, dims=("subject", "eta_centered"))
+        phi = pm.Normal(v("phi"), mu=loc, sigma=sd, dims=(v("subject"), v("eta_centered")))
         for j, b in enumerate(centred):
             cols[b] = phi[:, j] - loc[:, j]
         if plain:
-            model.add_coord("eta_noncentered", plain)
-            z = pm.Normal("z", 0.0, 1.0, dims=("subject", "eta_noncentered"))
+            model.add_coord(v("eta_noncentered"), plain)
+            z = pm.Normal(v("z"), 0.0, 1.0, dims=(v("subject"), v("eta_noncentered")))
             for j, b in enumerate(plain):
                 cols[b] = z[:, j] * omegas[b]
         eta = pt.stack([cols[b] for b in self.bsv], axis=1)
-        return pm.Deterministic("eta", eta, dims=("subject", "eta_parameter"))
+        return pm.Deterministic(v("eta"), eta, dims=(v("subject"), v("eta_parameter")))
 
     @staticmethod
-    def _likelihood(d: ModelData, log_f, sigma):
+    def _likelihood(d: ModelData, log_f, sigma, v=str):
         r"""Log-normal residual error; BLQ records left-censored at their LLOQ (M3).
 
         Quantified records: ``ln_dv ~ Normal(ln f, sigma)``. BLQ records:
@@ -385,24 +430,24 @@ class PopulationModel:
         blq = np.flatnonzero(d.obs_blq)
         model = pm.modelcontext(None)
         if len(quant):
-            model.add_coord("obs_quantified", quant)
+            model.add_coord(v("obs_quantified"), quant)
             pm.Normal(
-                "ln_dv",
+                v("ln_dv"),
                 mu=log_f[quant],
                 sigma=sigma,
                 observed=np.log(d.obs_dv[quant]),
-                dims="obs_quantified",
+                dims=v("obs_quantified"),
             )
         if len(blq):
-            model.add_coord("obs_blq", blq)
+            model.add_coord(v("obs_blq"), blq)
             log_lloq = np.log(d.obs_lloq[blq])
             pm.Censored(
-                "ln_lloq",
+                v("ln_lloq"),
                 pm.Normal.dist(mu=log_f[blq], sigma=sigma),
                 lower=log_lloq,
                 upper=None,
                 observed=log_lloq,
-                dims="obs_blq",
+                dims=v("obs_blq"),
             )
 
     # -- fitting ----------------------------------------------------------------------

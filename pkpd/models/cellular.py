@@ -326,11 +326,13 @@ class CellularKinetics(PopulationModel):
         extra = {"log_matrix_scale": pt.zeros(len(d.matrices)), "dose_exponent": 0.0}
         if len(d.matrices) > 1:
             model = pm.modelcontext(None)
-            model.add_coord("matrix_other", [str(m) for m in d.matrices[1:]])
-            ratio = self.priors["matrix_log_ratio"].create("matrix_log_ratio", dims="matrix_other")
+            model.add_coord(self.var("matrix_other"), [str(m) for m in d.matrices[1:]])
+            ratio = self.priors["matrix_log_ratio"].create(
+                self.var("matrix_log_ratio"), dims=self.var("matrix_other")
+            )
             extra["log_matrix_scale"] = pt.concatenate([pt.zeros(1), ratio])
         if self.dose_effect:
-            extra["dose_exponent"] = self.priors["dose_exponent"].create("dose_exponent")
+            extra["dose_exponent"] = self.priors["dose_exponent"].create(self.var("dose_exponent"))
         return extra
 
     def extra_from_draws(self, draws, d: ModelData) -> dict:
