@@ -368,6 +368,81 @@ class CellularKinetics(PopulationModel):
         )
         return log_c + extra["log_matrix_scale"][..., np.asarray(matrix)]
 
+    #: exposures a joint model can hand to endpoint blocks (see :meth:`exposure_tensors`)
+    joint_exposures = ("Cmax", "AUC0_28", "AUC0_90")
+
+    def exposure_tensors(self, theta, extra, d: ModelData, names=None) -> dict:
+        r"""Individual exposures as PyTensor expressions (for joint models).
+
+        ``Cmax``: peak of the whole profile in the reference matrix, the largest of
+        :math:`C` at the breakpoints (end of lag, peak of each infusion; the profile
+        is convex between them, see :func:`~pkpd.structural.cellular.ck_peak`);
+        ``AUC0_28`` / ``AUC0_90``: exact integrals over 0-28 / 0-90 days after the
+        first infusion (:func:`~pkpd.structural.cellular.ck_auc`). One entry per
+        subject of ``d``.
+        """
+        import pytensor.tensor as pt
+
+        names = list(self.joint_exposures if names is None else names)
+        unknown = [n for n in names if n not in self.joint_exposures]
+        if unknown:
+            raise OptionError(
+                f"CellularKinetics has no exposure {unknown}; joint-model exposures: "
+                f"{list(self.joint_exposures)}."
+            )
+        subject = np.arange(d.n_subjects)
+        dose_time, active, log_rel = self._doses(d, subject)
+        log_w = extra["dose_exponent"] * log_rel
+        th = {k: v[:, None] for k, v in theta.items()}
+        args = self._stein_args(th)
+        out = {}
+        if "Cmax" in names:
+            tmax, lag = args[1], args[6]
+            first = dose_time[:, :1]
+            cand = pt.concatenate(
+                [
+                    pt.where(active, dose_time + lag, first),
+                    pt.where(active, dose_time + tmax, first),
+                ],
+                axis=1,
+            )
+            log_c = ck_log_conc(
+                cand[:, :, None],
+                dose_time[:, None, :],
+                log_w[:, None, :],
+                active[:, None, :],
+                *(a[:, :, None] if getattr(a, "ndim", 0) == 2 else a for a in args),
+            )
+            out["Cmax"] = pt.exp(pt.max(log_c, axis=1))
+        per_day = _PER_DAY[self.time_unit]
+        t0 = dose_time[:, :1]
+        for days in (28, 90):
+            if f"AUC0_{days}" in names:
+                out[f"AUC0_{days}"] = ck_auc(
+                    t0, t0 + days * per_day, dose_time, log_w, active, *args
+                )
+        return out
+
+    def driver(self, theta, extra, d: ModelData):
+        """The CAR level ``driver(subject, time)`` (reference matrix) of PD blocks.
+
+        ``subject`` indexes ``d.subjects`` and ``time`` is in the model's time unit
+        (both numpy arrays of one shape); returns :math:`C(t)` as a PyTensor or numpy
+        array, so a PD model can use the individual kinetics inside one joint model.
+        """
+
+        def level(subject, time):
+            subject = np.asarray(subject)
+            matrix = np.zeros(subject.shape, dtype=int)
+            xp = namespace(*theta.values())
+            shape = subject.shape
+            lp = self.log_prediction(
+                theta, extra, d, subject.ravel(), np.asarray(time, float).ravel(), matrix.ravel()
+            )
+            return xp.exp(lp).reshape(shape)
+
+        return level
+
     def derived(self, theta, extra, d) -> dict[str, np.ndarray]:
         """Per subject, in the reference matrix: peak ``Cmax``/``Tmax`` of the whole
         profile (all infusions), ``AUC0_28``/``AUC0_90`` (exact integrals over 0-28 and
