@@ -451,6 +451,52 @@ class EndpointModel:
             fit.check_convergence(warn=True)
         return fit
 
+    # -- simulation ----------------------------------------------------------------------
+    def simulate_outcomes(self, eta: np.ndarray, params: Mapping, rng, table: pd.DataFrame):
+        """Outcome columns ``{column: values}`` for linear predictors ``eta`` (numpy)
+        and true parameter values ``params`` (names as in :meth:`default_priors`, on
+        the natural scale of the model's own parameters). Subclasses implement it."""
+        raise NotImplementedError(f"{self.model_name} cannot simulate outcomes yet.")
+
+    def simulate(
+        self,
+        table: pd.DataFrame,
+        params: Mapping,
+        *,
+        seed=None,
+    ) -> pd.DataFrame:
+        r"""Simulate the endpoint for the subjects of ``table`` (virtual trials).
+
+        ``table`` has the ID column and every predictor column (exposures on the
+        natural scale, categorical levels); ``params`` holds the true coefficients
+        ``b_<column>`` (per transformed unit, e.g. log odds per 2-fold exposure; for a
+        categorical predictor ``{level: effect}``) and the model's own parameters.
+        Predictors are centred as in a fit (``Predictor.reference`` or the median).
+        Returns ``table`` with the outcome columns added.
+        """
+        rng = np.random.default_rng(seed)
+        out = table.reset_index(drop=True).copy()
+        eta = np.zeros(len(out))
+        for p in self.predictors:
+            if p.column not in out.columns:
+                raise ColumnError(
+                    f"{self.model_name}.simulate: predictor column {p.column!r} missing."
+                )
+            if p.name not in params:
+                raise OptionError(
+                    f"{self.model_name}.simulate: give the true effect {p.name!r} in params."
+                )
+            value = params[p.name]
+            if p.transform == "categorical":
+                eta += out[p.column].map(lambda lv, v=value: float(v.get(lv, 0.0))).to_numpy()
+            else:
+                x = out[p.column].to_numpy(float)
+                ref = float(np.median(x) if p.reference is None else p.reference)
+                eta += float(value) * _transform(x, ref, p.transform, np)
+        for name, values in self.simulate_outcomes(eta, params, rng, out).items():
+            out[name] = values
+        return out
+
     # -- config ------------------------------------------------------------------------
     def config(self) -> dict:
         return {
