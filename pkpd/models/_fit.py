@@ -101,26 +101,38 @@ class PopulationFit:
         params = self.model.structural_parameters()
         if eta is None:
             return {p.name: draws[f"{p.name}_i"] for p in params}
-        lat = {
-            p.name: draws[f"mu_{p.name}"][:, None] + np.zeros(self.data.n_subjects) for p in params
+        values = {
+            item["effect"].name: item["codes"] if "levels" in item else item["logx"]
+            for item in self.design
         }
+        return self._theta_from(draws, eta, values)
+
+    def _theta_from(self, draws, eta, covariates: dict) -> dict[str, np.ndarray]:
+        """Natural-scale parameters ``(S, n)`` from random effects ``eta (S, n, n_bsv)``
+        and covariate values ``{effect name: level codes | log(x/ref)}``."""
+        params = self.model.structural_parameters()
+        n = eta.shape[1]
+        lat = {p.name: draws[f"mu_{p.name}"][:, None] + np.zeros(n) for p in params}
         for item in self.design:
             c = item["effect"]
+            x = covariates[c.name]
             if "levels" in item:
                 full = np.concatenate([np.zeros((lat[c.parameter].shape[0], 1)), draws[c.name]], 1)
-                lat[c.parameter] = lat[c.parameter] + full[:, item["codes"]]
+                lat[c.parameter] = lat[c.parameter] + full[:, x]
             elif c.fixed is not None:
-                lat[c.parameter] = lat[c.parameter] + c.fixed * item["logx"]
+                lat[c.parameter] = lat[c.parameter] + c.fixed * x
             else:
-                lat[c.parameter] = lat[c.parameter] + draws[c.name][:, None] * item["logx"]
+                lat[c.parameter] = lat[c.parameter] + draws[c.name][:, None] * x
         for j, b in enumerate(self.model.bsv):
             lat[b] = lat[b] + eta[..., j]
         return {p.name: p.inverse(lat[p.name]) for p in params}
 
-    def _new_eta(self, draws, rng) -> np.ndarray:
-        """Fresh random effects for every subject, one set per draw."""
+    def _new_eta(self, draws, rng, n: int | None = None) -> np.ndarray:
+        """Fresh random effects for ``n`` subjects (default: every fitted subject), one
+        set per draw."""
         s = next(iter(draws.values())).shape[0]
-        z = rng.standard_normal((s, self.data.n_subjects, len(self.model.bsv)))
+        n = self.data.n_subjects if n is None else n
+        z = rng.standard_normal((s, n, len(self.model.bsv)))
         if self.model.correlated:
             return np.einsum("snk,sjk->snj", z, draws["omega_L"])
         omega = np.stack([draws[f"omega_{b}"] for b in self.model.bsv], axis=-1)
@@ -260,10 +272,12 @@ class PopulationFit:
         self,
         times=None,
         *,
+        data: pd.DataFrame | None = None,
         ids=None,
         matrix=None,
         prob: float = 0.9,
         n_draws: int = 500,
+        seed=None,
     ) -> pd.DataFrame:
         """Individual (IPRED) and population (PRED) predictions on a time grid.
 
@@ -271,6 +285,10 @@ class PopulationFit:
         ----------
         times
             Times to predict at (default: 200 points from 0 to the last observation).
+        data
+            New subjects (dose records and covariate columns, as for a fit; any
+            observation rows are ignored): returns their population predictions, see
+            :meth:`predict_new`.
         ids
             Subjects (default: all).
         matrix
@@ -283,6 +301,12 @@ class PopulationFit:
         posterior median prediction of the typical subject with the subject's
         covariates (random effects 0).
         """
+        if data is not None:
+            if times is None:
+                times = np.linspace(0.0, float(np.max(self.data.obs_time)), 200)
+            return self.predict_new(
+                data, times, matrix=matrix, prob=prob, n_draws=n_draws, seed=seed
+            )
         d = self.data
         if times is None:
             times = np.linspace(0.0, float(np.max(d.obs_time)), 200)
@@ -305,6 +329,102 @@ class PopulationFit:
                 "IPRED_LO": np.quantile(ind, (1 - prob) / 2, 0),
                 "IPRED_HI": np.quantile(ind, 1 - (1 - prob) / 2, 0),
                 "PRED": np.median(pop, 0),
+            }
+        )
+
+    def predict_new(
+        self,
+        data: pd.DataFrame,
+        times,
+        *,
+        matrix=None,
+        prob: float = 0.9,
+        n_draws: int = 500,
+        seed=None,
+    ) -> pd.DataFrame:
+        r"""Population predictions for new subjects: their doses and covariates.
+
+        For every posterior draw :math:`s` a new random effect
+        :math:`\eta^{(s)} \sim N(0, \Omega^{(s)})` is drawn per new subject, so
+
+        .. math::
+
+            \theta_i^{(s)} = g^{-1}\big(\mu^{(s)} + x_i^\top\beta^{(s)}
+                + \eta_i^{(s)}\big)
+
+        and the quantiles of :math:`f(t; \theta_i^{(s)})` over draws are the
+        prediction interval of a new subject with that design (parameter uncertainty
+        and BSV; no residual error). ``PRED`` is the median of the typical subject
+        (:math:`\eta = 0`) with the subject's covariates. The new subjects' own
+        observations are not conditioned on (that is a fit).
+
+        Parameters
+        ----------
+        data
+            Event table of the new subjects: dose records (as for a fit) and the
+            fitted model's covariate columns; observation rows are ignored.
+        times
+            Times to predict at (model time unit, on the data's clock).
+        matrix
+            Sampling matrix (default: the reference matrix of the fit).
+
+        Raises
+        ------
+        DataError
+            A covariate level the fit has not seen, or a missing covariate.
+
+        Returns
+        -------
+        DataFrame ``ID, MATRIX, TIME, PRED, PI_LO, PI_MEDIAN, PI_HI``.
+        """
+        from pkpd.errors import DataError
+
+        times = np.asarray(times, dtype=float)
+        if times.ndim != 1 or len(times) == 0 or not np.all(np.isfinite(times)):
+            raise OptionError("times must be a non-empty 1-D array of finite times.")
+        d_new = self.model.prepare(_with_grid_rows(data, times, self.model))
+        codes = {}
+        for item in self.design:
+            c = item["effect"]
+            values = d_new.covariates[c.column].to_numpy()
+            if "levels" in item:
+                idx = pd.Index(item["levels"]).get_indexer(values)
+                if (idx < 0).any():
+                    bad = sorted({str(v) for v in values[idx < 0]})
+                    raise DataError(
+                        f"Covariate {c.column!r}: level(s) {bad} of the new subjects were not "
+                        f"in the fitted data (levels {item['levels']}); the model has no effect "
+                        "for them. Recode them to a fitted level or refit."
+                    )
+                codes[c.name] = idx
+            else:
+                codes[c.name] = np.log(np.asarray(values, float) / item["reference"])
+        draws = self.draws(n_draws)
+        rng = np.random.default_rng(seed)
+
+        eta = self._new_eta(draws, rng, d_new.n_subjects)
+        m = 0 if matrix is None else self._matrix_index(matrix)
+        s_idx = np.repeat(np.arange(d_new.n_subjects), len(times))
+        t = np.tile(times, d_new.n_subjects)
+        m_idx = np.full(len(t), m)
+        extra = self.model.extra_from_draws(draws, self.data)
+
+        def pred(theta):
+            lp = self.model.log_prediction(theta, extra, d_new, s_idx, t, m_idx)
+            return np.exp(np.asarray(lp, dtype=float))
+
+        new = pred(self._theta_from(draws, eta, codes))
+        typical = pred(self._theta_from(draws, np.zeros_like(eta), codes))
+        lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+        return pd.DataFrame(
+            {
+                "ID": d_new.subjects[s_idx],
+                "MATRIX": np.asarray(self.data.matrices, dtype=object)[m_idx],
+                "TIME": t,
+                "PRED": np.median(typical, 0),
+                "PI_LO": np.quantile(new, lo, 0),
+                "PI_MEDIAN": np.median(new, 0),
+                "PI_HI": np.quantile(new, hi, 0),
             }
         )
 
@@ -474,6 +594,43 @@ class PopulationFit:
             with atomic_path(path) as tmp:
                 tree.to_netcdf(tmp, engine="h5netcdf")
         return path
+
+
+def _with_grid_rows(data: pd.DataFrame, times: np.ndarray, model) -> pd.DataFrame:
+    """The new subjects' non-observation rows plus one placeholder observation per
+    (subject, time), so the model's own ``prepare`` builds their dose arrays."""
+    from pkpd.data.roles import resolve_roles
+
+    if not isinstance(data, pd.DataFrame):
+        raise OptionError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
+    roles = resolve_roles(data, model.columns, required=("id", "time"))
+    evid = roles.evid
+    if evid is not None and evid in data.columns:
+        doses = data[data[evid].fillna(0).to_numpy() != 0]
+    elif roles.amt is not None and roles.amt in data.columns:
+        doses = data[data[roles.amt].fillna(0).to_numpy() > 0]
+    else:
+        raise OptionError(
+            "data for new subjects needs dose records (EVID != 0 or AMT > 0) for every subject."
+        )
+    first = doses.drop_duplicates(roles.id).set_index(roles.id)
+    rows = []
+    for sid, row in first.iterrows():
+        block = pd.DataFrame([row] * len(times)).reset_index(drop=True)
+        block[roles.id] = sid
+        block[roles.time] = times
+        if evid is not None and evid in block.columns:
+            block[evid] = 0
+        if roles.amt is not None and roles.amt in block.columns:
+            block[roles.amt] = 0.0
+        block[roles.dv or "DV"] = 1.0
+        for role in ("mdv", "blq", "addl", "ii", "ss", "rate", "dur"):
+            col = roles.columns.get(role)
+            if col is not None and col in block.columns:
+                block[col] = 0
+        rows.append(block)
+    grid = pd.concat([doses, *rows], ignore_index=True)
+    return grid
 
 
 def _quantile(values: np.ndarray, q: float) -> np.ndarray:
