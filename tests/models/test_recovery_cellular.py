@@ -95,8 +95,55 @@ def test_cart_individual_cmax_correlates(cart):
     r_obs = np.corrcoef(np.log(observed_max), log_true)[0, 1]
     assert r > 0.85, r
     assert r > r_obs + 0.02, (r, r_obs)
+    # the ceiling set by the data: the posterior mean under the TRUE population
+    # parameters (importance sampling from the true BSV distribution) reaches 0.868
+    # here, and 0.88 on average over 12 such cohorts (0.82-0.94): the issue's 0.9 is
+    # above what this design carries. The fit must come close to the ceiling.
+    r_oracle = _oracle_log_cmax_correlation(data, truth)
+    assert r > r_oracle - 0.03, (r, r_oracle)
     r_auc = np.corrcoef(np.log(ind["AUC0_28"]), np.log(truth["true_AUC0_28"]))[0, 1]
     assert r_auc > 0.9, r_auc
+
+
+def _oracle_log_cmax_correlation(data, truth, n_draws: int = 200_000) -> float:
+    """corr(E[ln Cmax_i | y_i, true population], ln Cmax_i): the best any estimator of
+    the individual peaks can do on these data (self-normalised importance sampling
+    from the true BSV distribution; Stein's formula from ``conftest.stein``, M3 for
+    BLQ samples)."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(0)
+    typ, om2 = STEIN_2019["typical"], STEIN_2019["omega2"]
+    draws = {}
+    for name in TYPICAL:
+        z = np.sqrt(om2[name]) * rng.standard_normal(n_draws)
+        if name == "FB":
+            lat = np.log(typ[name] / (1 - typ[name])) + z
+            draws[name] = 1 / (1 + np.exp(-lat))
+        else:
+            draws[name] = typ[name] * np.exp(z)
+
+    def log_stein(t, cmax, tmax, foldx, alpha, beta, fb):  # Stein 2019, no lag, t >= 0
+        rise = np.log(cmax / foldx) + np.log(foldx) * t / tmax
+        s = t - tmax
+        fall = np.log(cmax * ((1 - fb) * np.exp(-alpha * s) + fb * np.exp(-beta * s)))
+        return np.where(t < tmax, rise, fall)
+
+    obs = data[data.EVID == 0]
+    est = {}
+    for sid, g in obs.groupby("ID"):
+        logw = np.zeros(n_draws)
+        for t, dv, blq, lloq in zip(g.TIME, g.DV, g.BLQ, g.LLOQ, strict=True):
+            with np.errstate(over="ignore"):
+                level = log_stein(t, *(draws[n] for n in TYPICAL))
+            if blq:
+                logw += norm.logcdf((np.log(lloq) - level) / STEIN_2019["sigma"])
+            else:
+                logw += norm.logpdf(np.log(dv), level, STEIN_2019["sigma"])
+        w = np.exp(logw - logw.max())
+        est[sid] = np.sum(w * np.log(draws["Cmax"])) / w.sum()
+    ids = truth["ID"].to_numpy()
+    return float(np.corrcoef([est[i] for i in ids], np.log(truth["true_Cmax"]))[0, 1])
 
 
 @pytest.mark.xfail(
