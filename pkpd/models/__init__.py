@@ -7,32 +7,50 @@ needs it.
 - :class:`PopulationFit`: ``summary()``, ``individual()``, ``predict()``, ``gof()``,
   ``vpc()``, ``shrinkage()``, ``convergence()``, plots, ``save()`` / :func:`load`;
 - :class:`CellularKinetics`: CAR-T / CAR-NK cellular kinetics (Stein 2019);
+- :class:`EndpointModel` / :class:`EndpointFit`: subject-level endpoints (response,
+  time to event, safety) on predictors such as log2 Cmax;
+- :class:`JointModel`: kinetics, PD and endpoints in one hierarchical model;
+- :class:`BLRM`: dose escalation with overdose control (study B);
 - :class:`Prior`, :class:`CovariateEffect`: configuration with sources.
 """
 
 from pkpd.models._base import PopulationModel, StructuralParameter
 from pkpd.models._data import ModelData
 from pkpd.models._diagnostics import ConvergenceWarning
+from pkpd.models._endpoint import EndpointFit, EndpointModel, Predictor, load_endpoint
 from pkpd.models._fit import PopulationFit, load
 from pkpd.models._priors import CovariateEffect, Prior
+from pkpd.models.blrm import BLRM, BLRMFit, DoseRecommendation, OperatingCharacteristics, load_blrm
 from pkpd.models.cellular import STEIN_2019, CellularKinetics
+from pkpd.models.joint import JointFit, JointModel
 from pkpd.models.pk import PopPK, allometric, conc_scale
 from pkpd.models.selinexor import XU_2021, SelinexorPK
 
 __all__ = [
+    "BLRM",
     "STEIN_2019",
     "XU_2021",
+    "BLRMFit",
     "CellularKinetics",
     "ConvergenceWarning",
     "CovariateEffect",
+    "DoseRecommendation",
+    "EndpointFit",
+    "EndpointModel",
+    "JointFit",
+    "JointModel",
     "ModelData",
+    "OperatingCharacteristics",
     "PopPK",
     "PopulationFit",
     "PopulationModel",
+    "Predictor",
     "Prior",
     "SelinexorPK",
     "StructuralParameter",
     "allometric",
     "conc_scale",
     "load",
+    "load_blrm",
+    "load_endpoint",
 ]
