@@ -25,6 +25,19 @@ from pkpd.models.cellular import STEIN_2019, CellularKinetics
 from pkpd.models.joint import JointFit, JointModel
 from pkpd.models.pk import PopPK, allometric, conc_scale
 from pkpd.models.selinexor import XU_2021, SelinexorPK
+from pkpd.models.survival import (
+    LogLogisticTTE,
+    SurvivalFit,
+    WeibullTTE,
+    dor_table,
+    hazard_ratio,
+    kaplan_meier,
+    median_time,
+    plot_km,
+    predictive_km,
+    survival_probability,
+    time_ratio,
+)
 
 __all__ = [
     "BLRM",
@@ -39,6 +52,7 @@ __all__ = [
     "EndpointModel",
     "JointFit",
     "JointModel",
+    "LogLogisticTTE",
     "ModelData",
     "OperatingCharacteristics",
     "PopPK",
@@ -48,9 +62,19 @@ __all__ = [
     "Prior",
     "SelinexorPK",
     "StructuralParameter",
+    "SurvivalFit",
+    "WeibullTTE",
     "allometric",
     "conc_scale",
+    "dor_table",
+    "hazard_ratio",
+    "kaplan_meier",
     "load",
     "load_blrm",
     "load_endpoint",
+    "median_time",
+    "plot_km",
+    "predictive_km",
+    "survival_probability",
+    "time_ratio",
 ]

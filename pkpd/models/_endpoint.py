@@ -196,6 +196,9 @@ class EndpointModel:
     default_columns: Mapping[str, str] = {"id": "ID"}
     #: NUTS target acceptance
     default_target_accept = 0.8
+    #: fit class returned by :func:`load_endpoint` and joint-model blocks (None:
+    #: :class:`EndpointFit`); models with extra fit methods set their subclass
+    fit_class = None
 
     def __init__(
         self,
@@ -664,7 +667,8 @@ def load_endpoint(path) -> EndpointFit:
     model = _ENDPOINTS[name].from_config(json.loads(tree.attrs["pkpd_config"]))
     table = pd.read_json(StringIO(tree.attrs["pkpd_table"]), orient="split")
     ed = model.prepare(table)
-    return EndpointFit(model, ed, tree, json.loads(tree.attrs["pkpd_info"]))
+    cls = model.fit_class or EndpointFit
+    return cls(model, ed, tree, json.loads(tree.attrs["pkpd_info"]))
 
 
 def summary_frame(rows: list, prob: float) -> pd.DataFrame:

@@ -1081,3 +1081,6 @@ def load_blrm(path) -> BLRMFit:
     if not isinstance(fit.model, BLRM):
         raise OptionError(f"{str(path)!r} holds a {fit.model.model_name} fit, not a BLRM fit.")
     return BLRMFit(fit.model, fit.data, fit.datatree, fit.info)
+
+
+BLRM.fit_class = BLRMFit

@@ -352,7 +352,7 @@ class JointFit:
             raise OptionError(f"No block {name!r}; blocks: {list(self.model.blocks)}.")
         block, bd = self.model.blocks[name], self.data.blocks[name]
         if isinstance(block, EndpointModel):
-            return EndpointFit(block, bd, self.datatree, self.info)
+            return (block.fit_class or EndpointFit)(block, bd, self.datatree, self.info)
         prefix = f"{name}_"
         tree = xr.DataTree.from_dict(
             {
