@@ -29,6 +29,11 @@ class atomic_path:
             prefix=f".{self.path.name}.", suffix=self.suffix + ".tmp", dir=self.path.parent
         )
         os.close(fd)
+        # mkstemp creates the file 0600; give the result the permissions a plain open()
+        # would (0666 less the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         self.tmp = Path(tmp)
         return self.tmp
 

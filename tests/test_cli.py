@@ -87,3 +87,17 @@ def test_no_command_returns_2(capsys):
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert pkpd.__version__ in capsys.readouterr().out
+
+
+def test_simulate_needs_an_output(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "models/ct103a_selinexor.toml"])
+    assert exc.value.code == 2
+    assert "-o/--output" in capsys.readouterr().err
+
+
+def test_simulate_is_listed_and_nca_unchanged(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "simulate" in capsys.readouterr().out
+    assert main(["nca", "--example", "theoph", "--parameters", "CMAX"]) == 0

@@ -1,0 +1,54 @@
+"""Study specifications (TOML) and virtual trials.
+
+- :func:`load_spec` reads and validates a spec (``models/*.toml``) into a
+  :class:`StudySpec`; errors are :class:`SpecError` naming the key path;
+- :func:`simulate_trial` turns a spec and a seed into a :class:`VirtualTrial`: the
+  event table, the subject-level endpoints, the AE listing and the truth
+  (``pkpd simulate SPEC -o data.csv``).
+
+The schema is documented in ``docs/study/spec.md``.
+"""
+
+from pkpd.study.simulate import VirtualTrial, output_paths, simulate_trial
+from pkpd.study.spec import (
+    UNITS,
+    AdverseEventSpec,
+    ArmSpec,
+    CovariateSpec,
+    DoseSpec,
+    EndpointSpec,
+    ModelSpec,
+    ObjectiveSpec,
+    SamplingSpec,
+    SimulationSpec,
+    SpecError,
+    StudyInfo,
+    StudySpec,
+    TreatmentSpec,
+    load_spec,
+    parse_spec,
+    spec_hash,
+)
+
+__all__ = [
+    "UNITS",
+    "AdverseEventSpec",
+    "ArmSpec",
+    "CovariateSpec",
+    "DoseSpec",
+    "EndpointSpec",
+    "ModelSpec",
+    "ObjectiveSpec",
+    "SamplingSpec",
+    "SimulationSpec",
+    "SpecError",
+    "StudyInfo",
+    "StudySpec",
+    "TreatmentSpec",
+    "VirtualTrial",
+    "load_spec",
+    "output_paths",
+    "parse_spec",
+    "simulate_trial",
+    "spec_hash",
+]
