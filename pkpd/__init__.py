@@ -1,7 +1,8 @@
 """pkpd: non-compartmental analysis and Bayesian population PK/PD for cell therapies.
 
 The public API is re-exported here explicitly. Importing :mod:`pkpd` (or
-:mod:`pkpd.nca`) does not import PyMC.
+:mod:`pkpd.nca`) does not import PyMC or Dask: :func:`fit_many`,
+:func:`recovery_study` and :func:`sbc` (from :mod:`pkpd.scale`) load on first use.
 """
 
 from pkpd._version import __version__
@@ -27,9 +28,22 @@ __all__ = [
     "PKPDError",
     "PKPDWarning",
     "__version__",
+    "fit_many",
     "load_example",
     "nca",
     "nca_profile",
     "prepare_event_table",
+    "recovery_study",
     "resolve_roles",
+    "sbc",
 ]
+
+_SCALE = ("fit_many", "recovery_study", "sbc")
+
+
+def __getattr__(name):
+    if name in _SCALE:
+        import pkpd.scale
+
+        return getattr(pkpd.scale, name)
+    raise AttributeError(f"module 'pkpd' has no attribute {name!r}")

@@ -422,7 +422,9 @@ class PopulationModel:
         Quantified records: ``ln_dv ~ Normal(ln f, sigma)``. BLQ records:
         ``ln_lloq ~ Censored(Normal(ln f, sigma), lower=ln LLOQ)``, whose log
         likelihood is :math:`\ln\Phi((\ln\mathrm{LLOQ} - \ln f)/\sigma)`. Two terms,
-        so the normal CDF is evaluated only where it is needed.
+        so the normal CDF is evaluated only where it is needed. The observed values
+        are ``pm.Data`` (``ln_dv_data``, ``ln_lloq_data``), so a compiled model can be
+        fed another replicate of the same design (:func:`pkpd.fit_many`).
         """
         import pymc as pm
 
@@ -435,12 +437,12 @@ class PopulationModel:
                 v("ln_dv"),
                 mu=log_f[quant],
                 sigma=sigma,
-                observed=np.log(d.obs_dv[quant]),
+                observed=pm.Data(v("ln_dv_data"), np.log(d.obs_dv[quant])),
                 dims=v("obs_quantified"),
             )
         if len(blq):
             model.add_coord(v("obs_blq"), blq)
-            log_lloq = np.log(d.obs_lloq[blq])
+            log_lloq = pm.Data(v("ln_lloq_data"), np.log(d.obs_lloq[blq]))
             pm.Censored(
                 v("ln_lloq"),
                 pm.Normal.dist(mu=log_f[blq], sigma=sigma),

@@ -313,8 +313,13 @@ class PopPK(PopulationModel):
         if scale is None:
             conc = self.conc_unit or d.meta.get("conc_unit")
             scale = conc_scale(self.amount_unit, self.volume_unit, conc) if conc else 1.0
-        quantified = d.obs_dv[~d.obs_blq & np.isfinite(d.obs_dv)]
-        typical = float(np.median(quantified)) if len(quantified) else 1.0
+        # a floor for ln C where no dose acts yet: 1e-9 of a typical level, from the
+        # design (dose / prior volume), not the DVs, so that replicates of one design
+        # share one graph (pkpd.scale.fit_many compiles once per design)
+        amounts = history.doses["AMT"].to_numpy(float)
+        amounts = amounts[amounts > 0]
+        volume = self.priors["V" if "V" in self.priors else "Vc"].params["median"]
+        typical = scale * (float(np.median(amounts)) if len(amounts) else 1.0) / volume
         d.meta.update(
             {
                 **info,
