@@ -24,6 +24,16 @@ from pkpd.models.blrm import BLRM, BLRMFit, DoseRecommendation, OperatingCharact
 from pkpd.models.cellular import STEIN_2019, CellularKinetics
 from pkpd.models.joint import JointFit, JointModel
 from pkpd.models.pk import PopPK, allometric, conc_scale
+from pkpd.models.response import (
+    IMWG_CATEGORIES,
+    BestResponse,
+    BinaryEndpoint,
+    BinaryFit,
+    MRDNegativity,
+    OrdinalEndpoint,
+    OrdinalFit,
+)
+from pkpd.models.safety import CRSGrade, GradeAtLeast, ae_incidence, format_incidence, worst_grade
 from pkpd.models.selinexor import XU_2021, SelinexorPK
 from pkpd.models.survival import (
     LogLogisticTTE,
@@ -41,20 +51,29 @@ from pkpd.models.survival import (
 
 __all__ = [
     "BLRM",
+    "IMWG_CATEGORIES",
     "STEIN_2019",
     "XU_2021",
     "BLRMFit",
+    "BestResponse",
+    "BinaryEndpoint",
+    "BinaryFit",
+    "CRSGrade",
     "CellularKinetics",
     "ConvergenceWarning",
     "CovariateEffect",
     "DoseRecommendation",
     "EndpointFit",
     "EndpointModel",
+    "GradeAtLeast",
     "JointFit",
     "JointModel",
     "LogLogisticTTE",
+    "MRDNegativity",
     "ModelData",
     "OperatingCharacteristics",
+    "OrdinalEndpoint",
+    "OrdinalFit",
     "PopPK",
     "PopulationFit",
     "PopulationModel",
@@ -64,9 +83,11 @@ __all__ = [
     "StructuralParameter",
     "SurvivalFit",
     "WeibullTTE",
+    "ae_incidence",
     "allometric",
     "conc_scale",
     "dor_table",
+    "format_incidence",
     "hazard_ratio",
     "kaplan_meier",
     "load",
@@ -77,4 +98,5 @@ __all__ = [
     "predictive_km",
     "survival_probability",
     "time_ratio",
+    "worst_grade",
 ]

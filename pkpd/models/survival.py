@@ -222,14 +222,17 @@ class _ParametricTTE(EndpointModel):
             return pt.minimum(t, upper)
 
         dims = self.var("subject") if len(index) == ed.n else None
+        # outcomes as pm.Data: replicates of one design (same n) share a compiled model
+        upper = pm.Data(self.var("upper_data"), ed.arrays["upper"][index])
+        observed = pm.Data(self.var("time_data"), ed.arrays["time"][index])
         pm.CustomDist(
             self.var("time"),
             shape,
             loc,
-            ed.arrays["upper"][index],
+            upper,
             dist=dist,
             logp=logp,
-            observed=ed.arrays["time"][index],
+            observed=observed,
             dims=dims,
         )
 
