@@ -9,6 +9,7 @@ needs it.
 - :class:`CellularKinetics`: CAR-T / CAR-NK cellular kinetics (Stein 2019);
 - :class:`EndpointModel` / :class:`EndpointFit`: subject-level endpoints (response,
   time to event, safety) on predictors such as log2 Cmax;
+- :class:`CytokinePD`, :class:`TumourMarker`: turnover PD driven by CAR-cell levels;
 - :class:`JointModel`: kinetics, PD and endpoints in one hierarchical model;
 - :class:`BLRM`: dose escalation with overdose control (study B);
 - :class:`Prior`, :class:`CovariateEffect`: configuration with sources.
@@ -23,6 +24,14 @@ from pkpd.models._priors import CovariateEffect, Prior
 from pkpd.models.blrm import BLRM, BLRMFit, DoseRecommendation, OperatingCharacteristics, load_blrm
 from pkpd.models.cellular import STEIN_2019, CellularKinetics
 from pkpd.models.joint import JointFit, JointModel
+from pkpd.models.pd import (
+    CKDriver,
+    CytokinePD,
+    PooledFit,
+    TurnoverModel,
+    fit_sequential,
+    load_pooled,
+)
 from pkpd.models.pk import PopPK, allometric, conc_scale
 from pkpd.models.response import (
     IMWG_CATEGORIES,
@@ -48,6 +57,7 @@ from pkpd.models.survival import (
     survival_probability,
     time_ratio,
 )
+from pkpd.models.tumour import TumourMarker
 
 __all__ = [
     "BLRM",
@@ -58,10 +68,12 @@ __all__ = [
     "BestResponse",
     "BinaryEndpoint",
     "BinaryFit",
+    "CKDriver",
     "CRSGrade",
     "CellularKinetics",
     "ConvergenceWarning",
     "CovariateEffect",
+    "CytokinePD",
     "DoseRecommendation",
     "EndpointFit",
     "EndpointModel",
@@ -74,6 +86,7 @@ __all__ = [
     "OperatingCharacteristics",
     "OrdinalEndpoint",
     "OrdinalFit",
+    "PooledFit",
     "PopPK",
     "PopulationFit",
     "PopulationModel",
@@ -82,17 +95,21 @@ __all__ = [
     "SelinexorPK",
     "StructuralParameter",
     "SurvivalFit",
+    "TumourMarker",
+    "TurnoverModel",
     "WeibullTTE",
     "ae_incidence",
     "allometric",
     "conc_scale",
     "dor_table",
+    "fit_sequential",
     "format_incidence",
     "hazard_ratio",
     "kaplan_meier",
     "load",
     "load_blrm",
     "load_endpoint",
+    "load_pooled",
     "median_time",
     "plot_km",
     "predictive_km",

@@ -439,7 +439,9 @@ class CellularKinetics(PopulationModel):
             lp = self.log_prediction(
                 theta, extra, d, subject.ravel(), np.asarray(time, float).ravel(), matrix.ravel()
             )
-            return xp.exp(lp).reshape(shape)
+            # keep a leading draw axis (numpy posterior draws): (..., *subject.shape)
+            lead = tuple(lp.shape[:-1]) if xp is np else ()
+            return xp.exp(lp).reshape(lead + shape)
 
         return level
 

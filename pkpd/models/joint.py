@@ -154,6 +154,20 @@ class JointModel:
                 bd = block.prepare(data[name])
                 subjects = bd.subjects
             pos = index.get_indexer(subjects)
+            if (
+                not isinstance(block, EndpointModel)
+                and np.all(pos >= 0)
+                and bd.meta.get("dose_times") == "assumed at TIME 0"
+                and "dose_time" in kin.arrays
+            ):
+                # a PD block without infusion records: the kinetics' infusions (CAR-NK
+                # days 0 and 7) place the block's solver grid
+                bd.arrays["dose_time"] = (("subject", "infusion"), kin.arrays["dose_time"][1][pos])
+                bd.arrays["dose_active"] = (
+                    ("subject", "infusion"),
+                    kin.arrays["dose_active"][1][pos].astype(np.int8),
+                )
+                bd.meta["dose_times"] = "kinetics (joint model)"
             if np.any(pos < 0):
                 orphans = list(np.asarray(subjects)[pos < 0][:10])
                 raise DataError(
