@@ -47,8 +47,6 @@ from pkpd.models._priors import CovariateEffect, Prior
 
 __all__ = ["PopulationModel", "StructuralParameter"]
 
-SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
-
 
 @dataclass(frozen=True)
 class StructuralParameter:
@@ -493,38 +491,24 @@ class PopulationModel:
             listing every failed criterion.
         """
         from pkpd.models._fit import PopulationFit
-        from pkpd.models._sampling import sample
+        from pkpd.models._sampling import check_sampler, sample_with_info
 
-        if target_accept is None:
-            target_accept = self.default_target_accept
-        if sampler not in SAMPLERS:
-            raise OptionError(f"Unknown sampler {sampler!r}; use one of {SAMPLERS}.")
         t0 = _time.perf_counter()
+        check_sampler(sampler)
         d = data if isinstance(data, ModelData) else self.prepare(data)
-        model = self.build_model(d)
-        dt, timing = sample(
-            model,
+        dt, info = sample_with_info(
+            self.build_model(d),
             sampler=sampler,
             draws=draws,
             tune=tune,
             chains=chains,
             random_seed=random_seed,
             cores=cores,
-            target_accept=target_accept,
+            target_accept=self.default_target_accept if target_accept is None else target_accept,
             progress=progress,
+            started=t0,
             **sampler_kwargs,
         )
-        timing["total_s"] = _time.perf_counter() - t0
-        info = {
-            "sampler": sampler,
-            "draws": draws,
-            "tune": tune,
-            "chains": chains,
-            "random_seed": random_seed,
-            "target_accept": target_accept,
-            **sampler_kwargs,
-            **timing,
-        }
         fit = PopulationFit(self, d, dt, info)
         if check:
             fit.check_convergence(warn=True)

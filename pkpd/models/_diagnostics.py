@@ -25,7 +25,7 @@ import pandas as pd
 
 from pkpd.errors import PKPDWarning
 
-__all__ = ["ConvergenceWarning", "convergence_table"]
+__all__ = ["ConvergenceChecks", "ConvergenceWarning", "convergence_table"]
 
 RHAT_MAX = 1.01
 ESS_PER_CHAIN = 100
@@ -121,3 +121,24 @@ def warn_if_failed(table: pd.DataFrame, what: str) -> None:
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+class ConvergenceChecks:
+    """``convergence()``, ``check_convergence()`` and ``converged`` for every fit class
+    (a mixin: the fit has ``datatree`` and ``model.model_name``)."""
+
+    def convergence(self) -> pd.DataFrame:
+        """Divergences, r_hat, ESS, E-BFMI and tree depth against their thresholds."""
+        return convergence_table(self.datatree)
+
+    def check_convergence(self, warn: bool = True) -> pd.DataFrame:
+        """The :meth:`convergence` table; warns (:class:`ConvergenceWarning`) listing
+        every failed criterion when ``warn``."""
+        table = self.convergence()
+        if warn:
+            warn_if_failed(table, f"{self.model.model_name} fit")
+        return table
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.convergence()["ok"].all())

@@ -42,7 +42,7 @@ import xarray as xr
 from pkpd._version import __version__
 from pkpd.errors import ColumnError, DataError, OptionError
 from pkpd.io import atomic_path
-from pkpd.models._diagnostics import convergence_table, warn_if_failed
+from pkpd.models._diagnostics import ConvergenceChecks
 from pkpd.models._priors import Prior
 
 __all__ = ["EndpointData", "EndpointFit", "EndpointModel", "Predictor", "load_endpoint"]
@@ -419,16 +419,13 @@ class EndpointModel:
     ) -> EndpointFit:
         """Sample the posterior; returns an :class:`EndpointFit` (arguments as
         :meth:`PopulationModel.fit <pkpd.models.PopulationModel.fit>`)."""
-        from pkpd.models._base import SAMPLERS
-        from pkpd.models._sampling import sample
+        from pkpd.models._sampling import check_sampler, sample_with_info
 
-        if sampler not in SAMPLERS:
-            raise OptionError(f"Unknown sampler {sampler!r}; use one of {SAMPLERS}.")
         t0 = _time.perf_counter()
+        check_sampler(sampler)
         ed = self.prepare(data)
-        model = self.build_model(ed)
-        dt, timing = sample(
-            model,
+        dt, info = sample_with_info(
+            self.build_model(ed),
             sampler=sampler,
             draws=draws,
             tune=tune,
@@ -437,18 +434,9 @@ class EndpointModel:
             cores=cores,
             target_accept=target_accept or self.default_target_accept,
             progress=progress,
+            started=t0,
             **sampler_kwargs,
         )
-        timing["total_s"] = _time.perf_counter() - t0
-        info = {
-            "sampler": sampler,
-            "draws": draws,
-            "tune": tune,
-            "chains": chains,
-            "random_seed": random_seed,
-            **sampler_kwargs,
-            **timing,
-        }
         fit = EndpointFit(self, ed, dt, info)
         if check:
             fit.check_convergence(warn=True)
@@ -535,7 +523,7 @@ def _transform(x, ref: float, transform: str, xp):
     return x - ref
 
 
-class EndpointFit:
+class EndpointFit(ConvergenceChecks):
     """A fitted endpoint model: posterior, summary with effect sizes, diagnostics.
 
     Attributes
@@ -560,19 +548,6 @@ class EndpointFit:
     @property
     def posterior(self) -> xr.Dataset:
         return self.datatree["posterior"].to_dataset()
-
-    def convergence(self) -> pd.DataFrame:
-        return convergence_table(self.datatree)
-
-    def check_convergence(self, warn: bool = True) -> pd.DataFrame:
-        table = self.convergence()
-        if warn:
-            warn_if_failed(table, f"{self.model.model_name} fit")
-        return table
-
-    @property
-    def converged(self) -> bool:
-        return bool(self.convergence()["ok"].all())
 
     def _rows(self) -> list:
         post = self.posterior

@@ -22,7 +22,7 @@ from pkpd._version import __version__
 from pkpd.errors import OptionError
 from pkpd.io import atomic_path
 from pkpd.models._data import ModelData
-from pkpd.models._diagnostics import convergence_table, warn_if_failed
+from pkpd.models._diagnostics import ConvergenceChecks
 
 __all__ = ["PopulationFit", "load"]
 
@@ -35,7 +35,7 @@ def register(cls):
     return cls
 
 
-class PopulationFit:
+class PopulationFit(ConvergenceChecks):
     """A fitted population model.
 
     Attributes
@@ -145,19 +145,6 @@ class PopulationFit:
         )
 
     # -- convergence ----------------------------------------------------------------
-    def convergence(self) -> pd.DataFrame:
-        """Divergences, r_hat, ESS, E-BFMI and tree depth against their thresholds."""
-        return convergence_table(self.datatree)
-
-    def check_convergence(self, warn: bool = True) -> pd.DataFrame:
-        table = self.convergence()
-        if warn:
-            warn_if_failed(table, f"{self.model.model_name} fit")
-        return table
-
-    @property
-    def converged(self) -> bool:
-        return bool(self.convergence()["ok"].all())
 
     # -- tables -----------------------------------------------------------------------
     def summary(self, prob: float = 0.9) -> pd.DataFrame:

@@ -11,7 +11,61 @@ import warnings
 
 from pkpd.errors import OptionError, PKPDWarning
 
-__all__ = ["sample"]
+__all__ = ["check_sampler", "sample", "sample_with_info"]
+
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+
+
+def check_sampler(sampler: str) -> None:
+    """Raise :class:`OptionError` for a sampler name pkpd does not know (before any
+    data preparation, so the mistake is reported first)."""
+    if sampler not in SAMPLERS:
+        raise OptionError(f"Unknown sampler {sampler!r}; use one of {SAMPLERS}.")
+
+
+def sample_with_info(
+    model,
+    *,
+    sampler,
+    draws,
+    tune,
+    chains,
+    random_seed,
+    cores,
+    target_accept,
+    progress,
+    started: float,
+    **extra,
+):
+    """:func:`sample` plus the ``info`` dict every fit object keeps.
+
+    ``started`` is the ``time.perf_counter()`` at the start of the caller's ``fit``
+    (data preparation and model building count in ``total_s``).
+    """
+    dt, timing = sample(
+        model,
+        sampler=sampler,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        random_seed=random_seed,
+        cores=cores,
+        target_accept=target_accept,
+        progress=progress,
+        **extra,
+    )
+    timing["total_s"] = time.perf_counter() - started
+    info = {
+        "sampler": sampler,
+        "draws": draws,
+        "tune": tune,
+        "chains": chains,
+        "random_seed": random_seed,
+        "target_accept": target_accept,
+        **extra,
+        **timing,
+    }
+    return dt, info
 
 
 def sample(

@@ -44,9 +44,9 @@ import xarray as xr
 from pkpd._version import __version__
 from pkpd.errors import DataError, OptionError
 from pkpd.io import atomic_path
-from pkpd.models._base import SAMPLERS, PopulationModel
+from pkpd.models._base import PopulationModel
 from pkpd.models._data import ModelData
-from pkpd.models._diagnostics import convergence_table, warn_if_failed
+from pkpd.models._diagnostics import ConvergenceChecks
 from pkpd.models._endpoint import EndpointFit, EndpointModel
 
 __all__ = ["JointData", "JointFit", "JointModel"]
@@ -267,19 +267,17 @@ class JointModel:
     ) -> JointFit:
         """Sample the joint posterior; returns a :class:`JointFit` (arguments as
         :meth:`PopulationModel.fit <pkpd.models.PopulationModel.fit>`)."""
-        from pkpd.models._sampling import sample
+        from pkpd.models._sampling import check_sampler, sample_with_info
 
-        if sampler not in SAMPLERS:
-            raise OptionError(f"Unknown sampler {sampler!r}; use one of {SAMPLERS}.")
         t0 = _time.perf_counter()
+        check_sampler(sampler)
         jd = self.prepare(data)
-        model = self.build_model(jd)
         accept = target_accept or max(
             [self.kinetics.default_target_accept]
             + [getattr(b, "default_target_accept", 0.8) for b in self.blocks.values()]
         )
-        dt, timing = sample(
-            model,
+        dt, info = sample_with_info(
+            self.build_model(jd),
             sampler=sampler,
             draws=draws,
             tune=tune,
@@ -288,19 +286,9 @@ class JointModel:
             cores=cores,
             target_accept=accept,
             progress=progress,
+            started=t0,
             **sampler_kwargs,
         )
-        timing["total_s"] = _time.perf_counter() - t0
-        info = {
-            "sampler": sampler,
-            "draws": draws,
-            "tune": tune,
-            "chains": chains,
-            "random_seed": random_seed,
-            "target_accept": accept,
-            **sampler_kwargs,
-            **timing,
-        }
         fit = JointFit(self, jd, dt, info)
         if check:
             fit.check_convergence(warn=True)
@@ -324,7 +312,7 @@ def _shifted(driver, positions: np.ndarray):
     return level
 
 
-class JointFit:
+class JointFit(ConvergenceChecks):
     """A fitted :class:`JointModel`: one posterior, a fit object per block.
 
     Attributes
@@ -385,19 +373,6 @@ class JointFit:
             s.insert(0, "block", name)
             parts.append(s)
         return pd.concat(parts)
-
-    def convergence(self) -> pd.DataFrame:
-        return convergence_table(self.datatree)
-
-    def check_convergence(self, warn: bool = True) -> pd.DataFrame:
-        table = self.convergence()
-        if warn:
-            warn_if_failed(table, "JointModel fit")
-        return table
-
-    @property
-    def converged(self) -> bool:
-        return bool(self.convergence()["ok"].all())
 
     def block_variables(self) -> dict[str, list[str]]:
         """The free (sampled) variables of each block in the posterior."""
