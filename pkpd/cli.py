@@ -1,8 +1,10 @@
-"""Command line interface: ``pkpd nca ...`` and ``pkpd simulate ...``.
+"""Command line interface: ``pkpd nca``, ``pkpd simulate``, ``pkpd run`` and ``pkpd demo``.
 
 ``pkpd nca``: options and parameter names are those of :func:`pkpd.nca`; run
 ``pkpd nca --help`` for the list. ``pkpd simulate SPEC -o data.csv``: a virtual trial
-from a study specification (:func:`pkpd.study.simulate_trial`).
+from a study specification (:func:`pkpd.study.simulate_trial`). ``pkpd run SPEC --data
+DATA -o OUT/``: the study end to end into a report folder (:func:`pkpd.report.run_study`);
+``pkpd demo``: study A on its virtual trial, quick mode (``docs/study/run.md``).
 """
 
 from __future__ import annotations
@@ -158,12 +160,65 @@ def _run_simulate(args) -> int:
     return 0
 
 
+def _run_parser(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="analyse a study end to end into a report folder (tables, fits, report.html)",
+        description=(
+            "Analyse one study from its specification and data: NCA of the PK endpoints, "
+            "population and endpoint fits, efficacy and safety tables, figures and a "
+            "self-contained report.html. OUT is replaced as a whole, atomically."
+        ),
+    )
+    p.add_argument("spec", help="study specification (TOML), e.g. models/ct103a_selinexor.toml")
+    p.add_argument("--data", help="event table CSV from `pkpd simulate` (default: the virtual "
+                   "trial of the spec and seed)")  # fmt: skip
+    p.add_argument("-o", "--output", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fits (and virtual trial)")
+    p.add_argument("--quick", action="store_true", help="2 chains x 150 draws: a smoke run")
+    p.add_argument("--subjects", type=int, help="subjects per arm of the virtual trial")
+    p.add_argument("--no-fit", action="store_true", help="skip the Bayesian fits")
+    p.add_argument("--joint", action="store_true", help="fit the kinetics and the endpoints "
+                   "the objectives map to it as one JointModel (default: sequential)")  # fmt: skip
+
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="study A (CT103A + selinexor) end to end on its virtual trial, quick mode",
+        description="Run study A end to end on its virtual trial in quick mode.",
+    )
+    p.add_argument("-o", "--output", default="pkpd-demo", help="output folder (default pkpd-demo)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_run(args, argv) -> int:
+    from pkpd.report import run_study
+
+    command = "pkpd " + " ".join(argv if argv is not None else sys.argv[1:])
+    res = run_study(args.spec, args.data, args.output, seed=args.seed, quick=args.quick,
+                    subjects=args.subjects, fit=not args.no_fit, joint=args.joint,
+                    command=command)  # fmt: skip
+    # a quick run is a smoke run: its fits are not expected to converge
+    return 0 if res.converged or args.quick else 1
+
+
+def _run_demo(args) -> int:
+    from pkpd.report import demo
+
+    res = demo(args.output, seed=args.seed)
+    print(f"open {res.out}/report.html", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pkpd", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true")
     sub = parser.add_subparsers(dest="command")
     _nca_parser(sub)
     _simulate_parser(sub)
+    _run_parser(sub)
+    _demo_parser(sub)
     args = parser.parse_args(argv)
     if args.version:
         from pkpd import __version__
@@ -178,6 +233,10 @@ def main(argv=None) -> int:
             return _run_nca(args)
         if args.command == "simulate":
             return _run_simulate(args)
+        if args.command == "run":
+            return _run_run(args, argv)
+        if args.command == "demo":
+            return _run_demo(args)
     except PKPDError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

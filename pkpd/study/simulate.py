@@ -193,7 +193,9 @@ class VirtualTrial:
         cols = [c for c in dict.fromkeys(cols) if c in self.subjects.columns]
         out = self.subjects[cols]
         if spec.among:
-            out = out[out[spec.among["column"]].isin(spec.among["levels"])]
+            levels = [str(v) for v in spec.among["levels"]]
+            keep = self.subjects[spec.among["column"]].astype(str).isin(levels)
+            out = out[keep.to_numpy()]
         return out.reset_index(drop=True)
 
     def write(self, path) -> dict[str, Path]:

@@ -1,0 +1,270 @@
+"""End-to-end tests of ``pkpd run`` / :func:`pkpd.report.run_study` on both studies.
+
+References are independent of pkpd: hand-computed NCA maxima from the raw event table,
+a direct product-limit Kaplan-Meier, subject counts of the AE listing, scipy's exact
+binomial interval, the SHA-256 of the spec from :func:`pkpd.study.spec_hash`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from pkpd.cli import main
+from pkpd.errors import ColumnError, DataError
+from pkpd.report import run_study
+from pkpd.study import load_spec, simulate_trial
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC_A = ROOT / "models" / "ct103a_selinexor.toml"
+SPEC_B = ROOT / "models" / "bcma_car_nk.toml"
+
+
+def _write_trial(tmp: Path, spec, subjects: int, seed: int) -> tuple[Path, object]:
+    trial = simulate_trial(spec, seed=seed, subjects=subjects)
+    path = tmp / "data" / "trial.csv"
+    trial.write(path)
+    return path, trial
+
+
+def _km_median(time, event) -> float:
+    """Product-limit estimate by hand; first time S(t) <= 0.5."""
+    time, event = np.asarray(time, float), np.asarray(event, int)
+    s = 1.0
+    for t in np.unique(time[event == 1]):
+        at_risk = np.sum(time >= t)
+        s *= 1 - np.sum((time == t) & (event == 1)) / at_risk
+        if s <= 0.5:
+            return float(t)
+    return np.nan
+
+
+def _csvs(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.csv"))}
+
+
+# -- study B, quick, with fits (shared by the reproducibility test) -------------------------
+@pytest.fixture(scope="module")
+def study_b(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study_b")
+    data, trial = _write_trial(tmp, SPEC_B, subjects=2, seed=3)
+    out = tmp / "out"
+    res = run_study(SPEC_B, data, out, seed=5, quick=True, stream=False)
+    return tmp, data, trial, out, res
+
+
+@pytest.mark.slow
+def test_study_b_end_to_end(study_b):
+    _, _, trial, out, res = study_b
+    tables = out / "tables"
+    # NCA in blood and marrow, by dose group and overall, every protocol parameter
+    for name, matrix in (("ck_blood", "PB"), ("ck_marrow", "BM")):
+        s = pd.read_csv(tables / f"nca_summary_{name}.csv")
+        assert set(s["ARM"]) == {"DL1", "DL2", "DL3", "All"}
+        assert set(s["PPTESTCD"]) == {"CMAX", "TMAX", "AUCINT"}
+        per = pd.read_csv(tables / f"nca_{name}.csv")
+        ev = trial.events
+        obs = ev[(ev["EVID"] == 0) & (ev["ANALYTE"] == "CARNK") & (ev["MATRIX"] == matrix)]
+        obs = obs[obs.TIME <= 28]
+        cmax = per[per.PPTESTCD == "CMAX"].set_index("ID")["PPORRES"]
+        hand = obs.groupby("ID")["DV"].max()
+        np.testing.assert_allclose(cmax.loc[hand.index].to_numpy(), hand.to_numpy())
+    # DLT rate with the exact interval
+    p = pd.read_csv(tables / "proportions.csv")
+    dlt = p[(p.objective == "DLT") & (p.ARM == "All")].iloc[0]
+    k, n = int(trial.subjects["DLT"].sum()), len(trial.subjects)
+    assert (dlt["events"], dlt["n"]) == (k, n)
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    np.testing.assert_allclose([dlt["cp_lower"], dlt["cp_upper"]], [ci.low, ci.high], atol=1e-9)
+    # OS median against a hand product-limit estimate
+    km = pd.read_csv(tables / "km_summary.csv")
+    os_all = km[(km.endpoint == "os") & (km.ARM == "All")].iloc[0]
+    hand = _km_median(trial.subjects["OS_TIME"], trial.subjects["OS_EVENT"])
+    assert (np.isnan(hand) and np.isnan(os_all["median"])) or os_all["median"] == hand
+    # AE incidence: subjects with any AE per dose group
+    ae = pd.read_csv(tables / "ae_incidence.csv")
+    any_row = ae[ae.iloc[:, 0] == "Any adverse event"].iloc[0]
+    for arm in ("DL1", "DL2", "DL3"):
+        assert (
+            any_row[f"{arm} | Any grade | n"]
+            == trial.ae.loc[trial.ae["ARM"] == arm, "ID"].nunique()
+        )
+    assert (tables / "ae_grade3plus.csv").is_file()
+    # fits: kinetics with blood and marrow, each endpoint on its exposures, BLRM
+    for name in ("ck", "bor", "mrd", "crs", "os", "pfs"):
+        assert (out / "fits" / f"{name}.nc").is_file()
+    conv = pd.read_csv(tables / "convergence.csv")
+    assert {"ck", "bor", "crs", "os", "pfs"} <= set(conv["model"])
+    assert set(pd.read_csv(tables / "dlt_blrm_dlt.csv")["dose"]) == {1.5e8, 3.0e8, 6.0e8}
+    eff = pd.read_csv(tables / "effects.csv")
+    assert {"os_b_Cmax", "pfs_b_Cmax", "bor_b_Cmax"} <= set(eff["parameter"])
+    assert (eff["lower"] <= eff["median"]).all() and (eff["median"] <= eff["upper"]).all()
+    # longitudinal PD present; provenance
+    for name in ("crp_serum", "il6_serum", "il15_serum", "gzmb_serum", "bmpc_bm"):
+        assert (tables / f"longitudinal_{name}.csv").is_file()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["spec_hash"] == load_spec(SPEC_B).hash and prov["seed"] == 5
+    assert prov["dependencies"]["pymc"] and set(prov["fits"]) >= {"ck", "dlt"}
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 10
+    # quick mode cannot converge: the report must say so loudly
+    assert res.converged is False and 'class="warn"' in html and "FAILED" in html
+
+
+@pytest.mark.slow
+def test_same_seed_same_tables(study_b, tmp_path):
+    """A second quick run with the same data and seed gives byte-identical CSVs."""
+    _, data, _, out, _ = study_b
+    again = tmp_path / "again"
+    run_study(SPEC_B, data, again, seed=5, quick=True, stream=False)
+    first, second = _csvs(out), _csvs(again)
+    assert first.keys() == second.keys()
+    differ = [k for k in first if first[k] != second[k]]
+    assert not differ, f"tables differ between two runs with the same seed: {differ}"
+
+
+@pytest.mark.slow
+def test_study_a_end_to_end(tmp_path):
+    data, trial = _write_trial(tmp_path, SPEC_A, subjects=3, seed=2)
+    out = tmp_path / "out"
+    run_study(SPEC_A, data, out, seed=1, quick=True, stream=False)
+    tables = out / "tables"
+    s = pd.read_csv(tables / "nca_summary_ck.csv")
+    assert set(zip(s.START, s.END, strict=True)) == {(0, 28), (0, 90)}
+    assert set(s["ARM"]) == {"SEL20", "SEL40", "All"}
+    sel = pd.read_csv(tables / "longitudinal_selinexor_plasma.csv")
+    assert {"ARM", "OCC", "TAD_h", "median", "n"} <= set(sel.columns)
+    # intensive occasions 1 and 4 have the 1-h sample in both dose groups; at 1 h the
+    # 40 mg median exceeds the 20 mg one only by chance, so check presence only
+    assert ((sel.OCC == 1) & (sel.TAD_h == 1.0)).sum() == 2
+    for name in ("ck", "selinexor_pk", "bor", "mrd", "crs", "os", "pfs"):
+        assert (out / "fits" / f"{name}.nc").is_file()
+    km = pd.read_csv(tables / "km_summary.csv")
+    assert set(km[km.endpoint == "pfs"]["ARM"]) == {"SEL20", "SEL40", "All"}
+    pfs = km[(km.endpoint == "pfs") & (km.ARM == "All")].iloc[0]
+    assert pfs["landmark"] == 365.0
+    orr = pd.read_csv(tables / "proportions.csv")
+    orr = orr[(orr.objective == "ORR") & (orr.ARM == "All")].iloc[0]
+    assert orr["events"] == trial.subjects["BOR"].isin(["sCR", "CR", "VGPR", "PR"]).sum()
+    assert (tables / "km_predictive_pfs.csv").is_file()
+
+
+# -- fast: no fits -----------------------------------------------------------------------------
+def test_atomic_output_survives_failure(tmp_path, monkeypatch):
+    data, _ = _write_trial(tmp_path, SPEC_B, subjects=1, seed=1)
+    out = tmp_path / "out"
+    run_study(SPEC_B, data, out, seed=1, fit=False, stream=False)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert (out / "report.html").is_file() and (out / "tables" / "proportions.csv").is_file()
+
+    import pkpd.report.run as run_mod
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash while writing the report")
+
+    monkeypatch.setattr(run_mod, "_write_report", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_study(SPEC_B, data, out, seed=2, fit=False, stream=False)
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_rerun_replaces_folder(tmp_path):
+    data, _ = _write_trial(tmp_path, SPEC_B, subjects=1, seed=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier run")
+    run_study(SPEC_B, data, out, seed=1, fit=False, stream=False)
+    assert not (out / "stale.txt").exists() and (out / "report.html").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]
+
+
+def test_missing_data_file(tmp_path, capsys):
+    with pytest.raises(DataError, match=r"nope\.csv.*not found.*pkpd simulate"):
+        run_study(SPEC_B, tmp_path / "nope.csv", tmp_path / "out", fit=False, stream=False)
+    rc = main(["run", str(SPEC_B), "--data", str(tmp_path / "nope.csv"), "-o",
+               str(tmp_path / "out"), "--no-fit"])  # fmt: skip
+    assert rc == 2 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_sibling(tmp_path):
+    data, _ = _write_trial(tmp_path, SPEC_B, subjects=1, seed=1)
+    data.with_name("trial.ae.csv").unlink()
+    with pytest.raises(DataError, match=r"adverse-event listing.*trial\.ae\.csv"):
+        run_study(SPEC_B, data, tmp_path / "out", fit=False, stream=False)
+
+
+def test_spec_data_mismatch(tmp_path):
+    data, _ = _write_trial(tmp_path, SPEC_B, subjects=1, seed=1)
+    with pytest.raises(DataError, match=r"arm\(s\) \['DL1', 'DL2', 'DL3'\].*CT103A-SEL"):
+        run_study(SPEC_A, data, tmp_path / "out", fit=False, stream=False)
+
+
+def test_missing_column(tmp_path):
+    data, trial = _write_trial(tmp_path, SPEC_B, subjects=1, seed=1)
+    trial.events.drop(columns=["ANALYTE"]).to_csv(data, index=False)
+    with pytest.raises(ColumnError, match=r"lacks column.*ANALYTE"):
+        run_study(SPEC_B, data, tmp_path / "out", fit=False, stream=False)
+
+
+def test_subjects_with_data_is_an_error(tmp_path):
+    data, _ = _write_trial(tmp_path, SPEC_B, subjects=1, seed=1)
+    rc = main(["run", str(SPEC_B), "--data", str(data), "-o", str(tmp_path / "o"),
+               "--subjects", "2", "--no-fit"])  # fmt: skip
+    assert rc == 2
+
+
+def test_virtual_trial_without_data(tmp_path, capsys):
+    rc = main(["run", str(SPEC_A), "-o", str(tmp_path / "o"), "--subjects", "2", "--no-fit",
+               "--seed", "4"])  # fmt: skip
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "[pkpd run" in err and "NCA of the PK endpoints: done" in err
+    prov = json.loads((tmp_path / "o" / "provenance.json").read_text())
+    assert prov["data"] == {"virtual_trial": True, "seed": 4, "subjects_per_arm": 2}
+    subjects = pd.read_csv(tmp_path / "o" / "tables" / "subjects.csv")
+    expected = simulate_trial(SPEC_A, seed=4, subjects=2).subjects
+    assert subjects["ID"].tolist() == expected["ID"].tolist()
+    assert subjects["BOR"].tolist() == expected["BOR"].tolist()
+    html = (tmp_path / "o" / "report.html").read_text()
+    # every analyte of the spec is in its virtual trial; the protocol's unmodelled
+    # endpoints are listed as not in data
+    listed = html[html.index("Not in data") :]
+    assert "HRQoL (EORTC QLQ-C30)" in listed and "immunoglobulins" in listed
+    assert "analyte SELINEXOR" not in listed and "analyte IL6" not in listed
+
+
+@pytest.mark.slow
+def test_joint_model_run(tmp_path):
+    """``joint=True``: the kinetics and the endpoints the objectives map to it (study B:
+    ORR and OS) in one JointModel; the other endpoints sequentially."""
+    data, _ = _write_trial(tmp_path, SPEC_B, subjects=1, seed=4)
+    out = tmp_path / "out"
+    run_study(SPEC_B, data, out, seed=2, quick=True, joint=True, stream=False)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["fits"]["joint_ck"]["class"] == "JointModel"
+    assert prov["fits"]["ck"]["note"] == prov["fits"]["bor"]["note"] == "block of joint_ck"
+    assert prov["fits"]["crs"]["note"].startswith("sequential")
+    assert (out / "fits" / "joint_ck.nc").is_file() and not (out / "fits" / "ck.nc").exists()
+    eff = pd.read_csv(out / "tables" / "effects.csv")
+    assert {"os_b_Cmax", "bor_b_Cmax", "crs_b_Cmax"} <= set(eff["parameter"])
+    conv = pd.read_csv(out / "tables" / "convergence.csv")
+    assert "joint_ck" in set(conv["model"]) and "ck" not in set(conv["model"])
+
+
+def test_demo_is_study_a_quick(tmp_path, monkeypatch):
+    import pkpd.report.run as run_mod
+
+    calls = []
+    monkeypatch.setattr(run_mod, "run_study", lambda *a, **k: calls.append((a, k)) or "done")
+    assert run_mod.demo(tmp_path / "d", seed=3) == "done"
+    (spec, data, out), kw = calls[0]
+    assert Path(spec) == SPEC_A and data is None and out == tmp_path / "d"
+    assert kw["quick"] is True and kw["seed"] == 3
