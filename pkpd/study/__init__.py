@@ -4,11 +4,14 @@
   :class:`StudySpec`; errors are :class:`SpecError` naming the key path;
 - :func:`simulate_trial` turns a spec and a seed into a :class:`VirtualTrial`: the
   event table, the subject-level endpoints, the AE listing and the truth
-  (``pkpd simulate SPEC -o data.csv``).
+  (``pkpd simulate SPEC -o data.csv``);
+- :func:`score_qlq_c30` and :func:`score_qlq_my20` turn EORTC item responses into the
+  published 0-100 scale scores (HRQoL endpoints of study A).
 
 The schema is documented in ``docs/study/spec.md``.
 """
 
+from pkpd.study.qol import score_qlq_c30, score_qlq_my20
 from pkpd.study.simulate import VirtualTrial, output_paths, simulate_trial
 from pkpd.study.spec import (
     UNITS,
@@ -49,6 +52,8 @@ __all__ = [
     "load_spec",
     "output_paths",
     "parse_spec",
+    "score_qlq_c30",
+    "score_qlq_my20",
     "simulate_trial",
     "spec_hash",
 ]
