@@ -294,6 +294,80 @@ class JointModel:
             fit.check_convergence(warn=True)
         return fit
 
+    # -- virtual trials ------------------------------------------------------------------
+    def simulate(
+        self,
+        n_subjects: int = 40,
+        *,
+        kinetics: Mapping | None = None,
+        blocks: Mapping[str, Mapping] | None = None,
+        subjects: pd.DataFrame | None = None,
+        seed=None,
+    ) -> tuple[dict, pd.DataFrame]:
+        r"""A virtual trial from the joint model: every block's data for one cohort.
+
+        The kinetics are simulated first (:meth:`CellularKinetics.simulate
+        <pkpd.models.CellularKinetics.simulate>` with ``kinetics`` as its keyword
+        arguments); each subject's *true* exposures (``Cmax``, ``AUC0_28``,
+        ``AUC0_90``: exact, from the true individual parameters) then drive the
+        endpoint blocks (:meth:`EndpointModel.simulate
+        <pkpd.models.EndpointModel.simulate>` with ``blocks[name]`` as the true
+        parameters, e.g. ``{"b_Cmax": 0.8, "cutpoints": [...]}`` or ``{"b_Cmax":
+        -0.24, "shape": 1.2, "scale": 400, "followup": 730}``), and the subject's
+        true CAR-cell profile drives the PD blocks (their ``simulate(driver,
+        **blocks[name])``, e.g. ``{"times": (...), "typical": {...}, "lloq": 1}``).
+        Exposures are centred on ``Predictor.reference`` or else on the median true
+        exposure, so the true slopes (log odds or log hazard ratio per 2-fold) are
+        what a fit estimates; intercepts and cut points refer to that centre.
+
+        Parameters
+        ----------
+        subjects
+            Optional subject-level covariates (``ID`` and the categorical or other
+            predictor columns of the endpoint blocks), merged by ID (IDs ``1..n``).
+
+        Returns
+        -------
+        ``(data, truth)``: ``data`` maps ``"kinetics"`` and every block name to its
+        table, ready for :meth:`fit`; ``truth`` is the kinetics' per-subject truth
+        (individual parameters and exact exposures ``true_*``).
+        """
+        from pkpd.models.pd import CKDriver
+
+        rng = np.random.default_rng(seed)
+        blocks = dict(blocks or {})
+        missing = [k for k in self.blocks if k not in blocks]
+        if missing:
+            raise OptionError(
+                f"JointModel.simulate needs the true parameters of block(s) {missing} "
+                "(blocks={name: {...}})."
+            )
+        kin, truth = self.kinetics.simulate(
+            n_subjects, seed=rng, return_truth=True, **dict(kinetics or {})
+        )
+        table = pd.DataFrame({"ID": truth["ID"].to_numpy()})
+        for name in getattr(self.kinetics, "joint_exposures", ()):
+            if f"true_{name}" in truth:
+                table[name] = truth[f"true_{name}"].to_numpy()
+        if subjects is not None:
+            if "ID" not in subjects.columns:
+                raise OptionError("subjects= needs an ID column.")
+            table = table.merge(subjects, on="ID", how="left", validate="one_to_one")
+        data = {KINETICS: kin}
+        doses = kin[kin["EVID"] == 1][["ID", "TIME"]]
+        if "lag_fraction" in truth:
+            truth = truth.assign(lag=truth["lag_fraction"] * truth["Tmax"])
+        for name, block in self.blocks.items():
+            params = dict(blocks[name])
+            if isinstance(block, EndpointModel):
+                out = EndpointModel.simulate(block, table, params, seed=rng)
+                exposures = getattr(self.kinetics, "joint_exposures", ())
+                data[name] = out.drop(columns=[c for c in exposures if c in out.columns])
+            else:
+                driver = CKDriver.from_parameters(truth, doses=doses)
+                data[name] = block.simulate(driver, seed=rng, **params)
+        return data, truth
+
     def config(self) -> dict:
         return {
             KINETICS: {"model": self.kinetics.model_name, "config": self.kinetics.config()},

@@ -324,23 +324,33 @@ class _ParametricTTE(EndpointModel):
         if isinstance(data, int | np.integer):
             data = pd.DataFrame({self.col("id"): np.arange(1, int(data) + 1)})
         table = self.subject_table(data).copy()
-        n = len(table)
-        if not (shape > 0 and scale > 0):
-            raise OptionError(f"shape and scale must be > 0, got {shape} and {scale}.")
         eta = self._eta_table(table, dict(effects or {}))
         rng = np.random.default_rng(seed)
-        loc = self._loc(math.log(scale), eta, shape, np)
+        params = {"shape": shape, "scale": scale, "followup": followup, "dropout": dropout}
+        for column, values in self.simulate_outcomes(eta, params, rng, table).items():
+            table[column] = values
+        return table
+
+    def simulate_outcomes(self, eta, params, rng, table):
+        """Event times for linear predictors ``eta`` (the generative model of
+        :meth:`simulate`); ``params``: ``shape``, ``scale`` and optionally
+        ``followup``, ``dropout``. Used by :meth:`EndpointModel.simulate
+        <pkpd.models.EndpointModel.simulate>` and joint-model simulation."""
+        shape, scale = float(params["shape"]), float(params["scale"])
+        if not (shape > 0 and scale > 0):
+            raise OptionError(f"shape and scale must be > 0, got {shape} and {scale}.")
+        n = len(eta)
+        loc = self._loc(math.log(scale), np.asarray(eta, dtype=float), shape, np)
         t = np.exp(loc + self._w_numpy(rng, n) / shape)
         bound = np.full(n, np.inf)
-        if followup is not None:
-            bound = np.minimum(bound, _per_subject(followup, table, "followup"))
+        if params.get("followup") is not None:
+            bound = np.minimum(bound, _per_subject(params["followup"], table, "followup"))
+        dropout = params.get("dropout")
         if dropout is not None:
             if not dropout > 0:
                 raise OptionError(f"dropout must be a hazard > 0, got {dropout!r}.")
             bound = np.minimum(bound, rng.exponential(1.0 / dropout, n))
-        table[self.col("time")] = np.minimum(t, bound)
-        table[self.col("event")] = (t <= bound).astype(int)
-        return table
+        return {self.col("time"): np.minimum(t, bound), self.col("event"): (t <= bound).astype(int)}
 
     def _eta_table(self, table: pd.DataFrame, effects: dict) -> np.ndarray:
         unknown = sorted(set(effects) - {p.column for p in self.predictors})

@@ -206,6 +206,41 @@ def test_bad_data_mapping_raises(trial):
         joint.prepare(trial["kinetics"])
 
 
+def test_simulate_gives_a_virtual_trial_driven_by_true_exposures():
+    from scipy.stats import spearmanr
+
+    joint = JointModel(
+        CellularKinetics(),
+        {
+            "il6": CytokinePD("IL6"),
+            "bor": BestResponse(predictors=["Cmax", "C(ARM)"]),
+            "pfs": WeibullTTE(predictors=["Cmax"]),
+        },
+    )
+    arms = pd.DataFrame({"ID": np.arange(1, 61), "ARM": ["20mg", "40mg"] * 30})
+    data, truth = joint.simulate(
+        60,
+        kinetics={"lloq": 50.0},
+        blocks={
+            "il6": {"times": (1, 3, 7, 14), "typical": {"EC50": 2000.0}, "lloq": 1.0},
+            "bor": {"b_Cmax": 3.0, "b_ARM": {"40mg": 0.0}, "cutpoints": [-4, -3, -2, -1, 1, 3]},
+            "pfs": {"b_Cmax": np.log(0.3), "shape": 1.5, "scale": 300.0, "followup": 5000.0},
+        },
+        subjects=arms,
+        seed=3,
+    )
+    assert set(data) == {"kinetics", "il6", "bor", "pfs"}
+    assert len(data["il6"]) == 60 * 4 and set(data["il6"]["ID"]) == set(truth["ID"])
+    cmax = truth.set_index("ID")["true_Cmax"]
+    order = {lv: k for k, lv in enumerate(["PD", "SD", "MR", "PR", "VGPR", "CR", "sCR"])}
+    bor = data["bor"].set_index("ID")["BOR"].map(order)
+    assert spearmanr(bor, cmax.loc[bor.index]).statistic > 0.5  # strong effect simulated
+    pfs = data["pfs"].set_index("ID")
+    assert spearmanr(pfs["TIME"], cmax.loc[pfs.index]).statistic > 0.3  # HR 0.3 per 2-fold
+    assert "Cmax" not in data["bor"].columns  # exposures come from the kinetics in a fit
+    joint.build_model(data)  # the virtual trial is what the joint model takes
+
+
 # -- joint recovery (slow) --------------------------------------------------------------
 TRUE_LOG_OR = 1.0  # best response, per 2-fold Cmax
 TRUE_HR = 0.6  # PFS, per 2-fold Cmax
