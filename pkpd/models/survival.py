@@ -279,15 +279,21 @@ class _ParametricTTE(EndpointModel):
     def simulate(
         self,
         data,
+        params: Mapping | None = None,
         *,
-        shape: float,
-        scale: float,
+        shape: float | None = None,
+        scale: float | None = None,
         effects: Mapping | None = None,
         followup=None,
         dropout: float | None = None,
         seed=None,
     ) -> pd.DataFrame:
         r"""Simulate an event time per subject from stated true values.
+
+        Two spellings: ``simulate(data, shape=, scale=, effects={column: beta}, ...)``,
+        or the one every endpoint model takes, ``simulate(data, params, seed=)`` with
+        ``params = {"shape", "scale", "b_<column>", "followup", "dropout"}``
+        (:meth:`EndpointModel.simulate <pkpd.models.EndpointModel.simulate>`).
 
         :math:`T_i = \exp(\mu_i + W/k)` (inverse-CDF draws of :math:`W`), then
         :math:`t_i = \min(T_i, F_i, D_i)` and :math:`d_i = [T_i \le \min(F_i, D_i)]`
@@ -323,6 +329,10 @@ class _ParametricTTE(EndpointModel):
         """
         if isinstance(data, int | np.integer):
             data = pd.DataFrame({self.col("id"): np.arange(1, int(data) + 1)})
+        if params is not None:
+            return EndpointModel.simulate(self, data, params, seed=seed)
+        if shape is None or scale is None:
+            raise OptionError("simulate: give shape= and scale= (or a params mapping).")
         table = self.subject_table(data).copy()
         eta = self._eta_table(table, dict(effects or {}))
         rng = np.random.default_rng(seed)
