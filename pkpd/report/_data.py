@@ -49,7 +49,8 @@ def load_trial(spec, data) -> VirtualTrial:
         :class:`~pkpd.study.StudySpec` or path to its TOML.
     data
         Event table CSV; ``<stem>.subjects.csv`` and ``<stem>.ae.csv`` must be beside
-        it (``<stem>.truth.csv`` is read when present; truth is never used to analyse).
+        it (``<stem>.truth.csv`` is read when present; truth is never used to analyse;
+        ``<stem>.qol.csv``, EORTC item responses ``ID, TIME, Q1..Q50``, when present).
 
     Raises
     ------
@@ -66,7 +67,12 @@ def load_trial(spec, data) -> VirtualTrial:
     ae = _read(paths["ae"], "adverse-event listing", AE_COLUMNS)
     truth = pd.read_csv(paths["truth"]) if paths["truth"].is_file() else pd.DataFrame()
     check_against_spec(spec, events, subjects, ae, where=str(paths["events"]))
-    return VirtualTrial(spec=spec, seed=-1, events=events, subjects=subjects, ae=ae, truth=truth)
+    qol_path = paths["events"].with_name(paths["events"].with_suffix("").name + ".qol.csv")
+    qol = _read(qol_path, "HRQoL item table", ("ID", "TIME")) if qol_path.is_file() else None
+    trial = VirtualTrial(spec=spec, seed=-1, events=events, subjects=subjects, ae=ae, truth=truth)
+    if qol is not None:
+        trial.qol = qol
+    return trial
 
 
 def check_against_spec(spec: StudySpec, events, subjects, ae, *, where: str = "data") -> None:

@@ -367,9 +367,42 @@ def _longitudinal(trial: VirtualTrial, res: dict) -> None:
         if a and a not in set(obs["ANALYTE"]):
             res["not_in_data"].append(f"{obj.name} (analyte {a})")
     present = set(obs["ANALYTE"]) | set(trial.subjects.columns)
+    present |= _quality_of_life(trial, res)
     for label, codes in OTHER_ENDPOINTS.get(spec.study.id, {}).items():
         if not present & set(codes):
             res["not_in_data"].append(f"{label} (looked for {', '.join(codes)})")
+
+
+def _quality_of_life(trial: VirtualTrial, res: dict) -> set:
+    """EORTC QLQ-C30 / QLQ-MY20 scale scores from the item table (scoring manual rules,
+    :mod:`pkpd.study.qol`), per subject and visit and summarised by dose group and
+    visit; returns the codes present (``QLQC30``, ``QLQMY20``)."""
+    from pkpd.study.qol import score_qlq_c30, score_qlq_my20
+
+    items = trial.qol
+    res.setdefault("qol", {})
+    if items is None or items.empty:
+        return set()
+    present = set()
+    for code, first, score in (("QLQC30", 1, score_qlq_c30), ("QLQMY20", 31, score_qlq_my20)):
+        if f"Q{first}" not in items.columns:
+            continue
+        scores = score(items, keys=("ID", "TIME"))
+        arms = trial.subjects[["ID", "ARM"]]
+        scores = scores.merge(arms, on="ID", how="left")
+        scales = [c for c in scores.columns if c not in ("ID", "TIME", "ARM")]
+        long = scores.melt(["ID", "TIME", "ARM"], scales, var_name="SCALE", value_name="SCORE")
+        summary = (
+            long.dropna(subset=["SCORE"])
+            .groupby(["SCALE", "ARM", "TIME"], sort=True)["SCORE"]
+            .agg(n="count", mean="mean", sd="std", median="median")
+            .reset_index()
+        )
+        res["writer"].csv(scores, f"qol_{code.lower()}_scores")
+        res["writer"].csv(summary, f"qol_{code.lower()}_summary")
+        res["qol"][code] = summary
+        present.add(code)
+    return present
 
 
 def _fit_tables(res: dict, trial: VirtualTrial) -> None:
@@ -517,6 +550,12 @@ def _write_report(res: dict, prov: dict, trial: VirtualTrial, root: Path) -> Non
                 ),
             )
             rep.table(table, f"{analyte} ({matrix}): by dose group and visit", max_rows=60)
+    for code, summary in res.get("qol", {}).items():
+        rep.table(
+            summary,
+            f"HRQoL: EORTC {code} scale scores (0-100) by dose group and visit",
+            max_rows=80,
+        )
     if res["not_in_data"]:
         rep.heading("Not in data", 3)
         rep.items(res["not_in_data"])

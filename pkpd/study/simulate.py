@@ -144,6 +144,9 @@ class VirtualTrial:
     simulators
         Which simulator produced each part (``class``: the pkpd model class;
         ``builtin``: this module's; ``omitted``: not simulated), with a note.
+    qol
+        EORTC item responses (``ID, TIME, Q1..Q50``), read from ``<stem>.qol.csv``
+        when the data have one (not simulated); empty otherwise.
     """
 
     spec: StudySpec
@@ -153,6 +156,7 @@ class VirtualTrial:
     ae: pd.DataFrame
     truth: pd.DataFrame
     simulators: pd.DataFrame = field(default_factory=pd.DataFrame)
+    qol: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def model_table(self, name: str) -> pd.DataFrame:
         """The event-table slice one longitudinal model of the spec is fitted to.

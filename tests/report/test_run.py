@@ -268,3 +268,34 @@ def test_demo_is_study_a_quick(tmp_path, monkeypatch):
     (spec, data, out), kw = calls[0]
     assert Path(spec) == SPEC_A and data is None and out == tmp_path / "d"
     assert kw["quick"] is True and kw["seed"] == 3
+
+
+def test_hrqol_item_responses_are_scored_and_summarised(tmp_path):
+    """A ``<stem>.qol.csv`` of EORTC items gives QLQ-C30 / QLQ-MY20 scale scores by
+    dose group and visit (scoring checked by hand in tests/study/test_qol.py)."""
+    data, trial = _write_trial(tmp_path, SPEC_A, subjects=1, seed=2)
+    ids = trial.subjects["ID"].to_list()
+    rows = []
+    for k, sid in enumerate(ids):
+        for visit in (0.0, 90.0):
+            # best answers at baseline; the first subject's physical functioning
+            # items all 2 at day 90 -> PF2 = (1 - 1/3) 100
+            row = {"ID": sid, "TIME": visit, **{f"Q{i}": 1 for i in range(1, 51)}}
+            row.update({"Q29": 7, "Q30": 7})
+            if k == 0 and visit == 90.0:
+                row.update({f"Q{i}": 2 for i in range(1, 6)})
+            rows.append(row)
+    pd.DataFrame(rows).to_csv(data.with_name(data.stem + ".qol.csv"), index=False)
+    out = tmp_path / "out"
+    run_study(SPEC_A, data, out, seed=1, fit=False, stream=False)
+    scores = pd.read_csv(out / "tables" / "qol_qlqc30_scores.csv")
+    first = scores[(ids[0] == scores.ID) & (scores.TIME == 90.0)].iloc[0]
+    assert first["PF2"] == pytest.approx(200 / 3) and first["QL2"] == 100.0
+    summary = pd.read_csv(out / "tables" / "qol_qlqc30_summary.csv")
+    base = summary[(summary.SCALE == "PF2") & (summary.TIME == 0.0)]
+    assert (base["mean"] == 100.0).all() and base["n"].sum() == len(ids)
+    my20 = pd.read_csv(out / "tables" / "qol_qlqmy20_summary.csv")
+    assert set(my20.SCALE) == {"MYDS", "MYSE", "MYBI", "MYFP"}
+    html = (out / "report.html").read_text()
+    assert "EORTC QLQC30 scale scores" in html
+    assert "HRQoL (EORTC QLQ-C30) (looked for" not in html
