@@ -114,6 +114,43 @@ def fit_population(
     return out
 
 
+def fit_pd(trial: VirtualTrial, population: dict, settings: SamplerSettings, seed: int, progress):
+    """Fit every PD turnover model of the spec whose driver (a kinetics model) was
+    fitted: sequentially, driven by the kinetics fit's posterior-mean individual
+    profiles (:meth:`CKDriver.from_fit <pkpd.models.CKDriver.from_fit>`; the
+    uncertainty of the driver is not propagated). ``({name: FitRecord}, notes)``."""
+    from pkpd.models import CKDriver
+
+    spec: StudySpec = trial.spec
+    classes, _ = registered_classes()
+    out, notes = {}, []
+    for name, m in spec.models.items():
+        if m.role != "pd":
+            continue
+        driver_fit = population.get(m.driver)
+        if driver_fit is None or driver_fit.kind != "kinetics" or driver_fit.is_view:
+            notes.append(f"{name}: not fitted (its driver {m.driver!r} has no kinetics fit)")
+            continue
+        table = trial.model_table(name)
+        if table[table["EVID"] == 0].empty:
+            notes.append(f"{name}: not fitted (no {m.analyte} samples in the data)")
+            continue
+        unit = next(iter(spec.samplings(m.analyte))).unit
+        driver = CKDriver.from_fit(driver_fit.fit, "posterior_mean")
+        model = classes[m.class_name](
+            **m.options, priors=m.priors, time_unit=m.time_unit, conc_unit=unit, driver=driver
+        )
+        s = model_seed(seed, name)
+        with progress.step(f"fit {name} ({m.class_name}, driven by {m.driver})"):
+            t0 = time.perf_counter()
+            fit = _sample(model, table, settings, s)
+        out[name] = FitRecord(
+            name, m.class_name, "pd", fit, time.perf_counter() - t0, s, fit.convergence(),
+            note=f"driven by the posterior-mean individual profiles of {m.driver}",
+        )  # fmt: skip
+    return out, notes
+
+
 def exposures_table(record: FitRecord) -> pd.DataFrame:
     """Posterior median individual exposures of a kinetics fit (one row per subject)."""
     ind = record.fit.individual(prob=0.9, n_draws=None)

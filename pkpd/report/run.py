@@ -44,6 +44,7 @@ from pkpd.report.fits import (
     exposures_table,
     fit_endpoints,
     fit_joint,
+    fit_pd,
     fit_population,
 )
 from pkpd.report.html import Report
@@ -329,6 +330,9 @@ def _analyse(trial: VirtualTrial, root: Path, settings, seed, fit, joint, progre
         if joint:
             res["fits"].update(fit_joint(trial, settings, seed, progress, res["notes"]))
         res["fits"].update(fit_population(trial, settings, seed, progress, skip=res["fits"]))
+        pd_fits, pd_notes = fit_pd(trial, res["fits"], settings, seed, progress)
+        res["fits"].update(pd_fits)
+        res["notes"] += pd_notes
         fits, notes = fit_endpoints(trial, res["fits"], settings, seed, progress)
         res["fits"].update(fits)
         res["notes"] += notes
@@ -602,9 +606,11 @@ def _write_report(res: dict, prov: dict, trial: VirtualTrial, root: Path) -> Non
 
     rep.heading("Population models")
     for name, r in res["fits"].items():
-        if r.kind not in ("kinetics", "pk"):
+        if r.kind not in ("kinetics", "pk", "pd"):
             continue
         rep.heading(f"{name} ({r.class_name})", 3)
+        if r.note:
+            rep.paragraph(r.note, "note")
         rep.table(r.fit.summary(prob=0.95).reset_index(), "posterior summary (95 % intervals)")
         rep.table(r.convergence, "convergence diagnostics")
         _figure(rep, errors, f"{name}: goodness of fit", r.fit.plot_gof)

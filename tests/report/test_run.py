@@ -142,8 +142,11 @@ def test_study_a_end_to_end(tmp_path):
     # intensive occasions 1 and 4 have the 1-h sample in both dose groups; at 1 h the
     # 40 mg median exceeds the 20 mg one only by chance, so check presence only
     assert ((sel.OCC == 1) & (sel.TAD_h == 1.0)).sum() == 2
-    for name in ("ck", "selinexor_pk", "bor", "mrd", "crs", "os", "pfs"):
+    for name in ("ck", "selinexor_pk", "il6", "ferritin", "bor", "mrd", "crs", "os", "pfs"):
         assert (out / "fits" / f"{name}.nc").is_file()
+    # the cytokine turnover fits, driven by the kinetics fit, report their parameters
+    il6 = pd.read_csv(tables / "fit_il6_summary.csv").set_index("parameter")
+    assert {"BL", "kout", "Emax", "EC50"} <= set(il6.index)
     km = pd.read_csv(tables / "km_summary.csv")
     assert set(km[km.endpoint == "pfs"]["ARM"]) == {"SEL20", "SEL40", "All"}
     pfs = km[(km.endpoint == "pfs") & (km.ARM == "All")].iloc[0]
