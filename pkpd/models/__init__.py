@@ -9,7 +9,9 @@ needs it.
 - :class:`CellularKinetics`: CAR-T / CAR-NK cellular kinetics (Stein 2019);
 - :class:`EndpointModel` / :class:`EndpointFit`: subject-level endpoints (response,
   time to event, safety) on predictors such as log2 Cmax;
-- :class:`CytokinePD`, :class:`TumourMarker`: turnover PD driven by CAR-cell levels;
+- :class:`CytokinePD`, :class:`TumourMarker`: turnover PD driven by CAR-cell levels
+  (:class:`CKDriver`), another marker (:class:`MarkerDriver`: IL-6 driving CRP) and a
+  drug (:class:`DrugDriver`: selinexor on a tumour marker);
 - :class:`JointModel`: kinetics, PD and endpoints in one hierarchical model;
 - :class:`BLRM`: dose escalation with overdose control (study B);
 - :class:`Prior`, :class:`CovariateEffect`: configuration with sources.
@@ -23,6 +25,7 @@ from pkpd.models._fit import PopulationFit, load
 from pkpd.models._priors import CovariateEffect, Prior
 from pkpd.models.blrm import BLRM, BLRMFit, DoseRecommendation, OperatingCharacteristics, load_blrm
 from pkpd.models.cellular import STEIN_2019, CellularKinetics
+from pkpd.models.drivers import DrugDriver, MarkerDriver
 from pkpd.models.joint import JointFit, JointModel
 from pkpd.models.pd import (
     CKDriver,
@@ -75,6 +78,7 @@ __all__ = [
     "CovariateEffect",
     "CytokinePD",
     "DoseRecommendation",
+    "DrugDriver",
     "EndpointFit",
     "EndpointModel",
     "GradeAtLeast",
@@ -82,6 +86,7 @@ __all__ = [
     "JointModel",
     "LogLogisticTTE",
     "MRDNegativity",
+    "MarkerDriver",
     "ModelData",
     "OperatingCharacteristics",
     "OrdinalEndpoint",

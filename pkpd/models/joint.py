@@ -24,6 +24,18 @@ estimates (no plug-in of posterior means; compare
 :func:`~pkpd.models.pd.fit_sequential`). Subjects may lack any block's data; a block
 subject without kinetics is an error.
 
+Blocks can also drive each other (``drivers=``):
+
+- a marker block driven by another marker block: CRP or ferritin stimulated by the
+  IL-6 block's own prediction (its rise over baseline,
+  :func:`~pkpd.models.drivers.marker_excess`), evaluated in the graph at the CRP
+  solver's nodes, so the CRP posterior carries the IL-6 (and kinetic) uncertainty;
+- a PK block (:class:`~pkpd.models.SelinexorPK`, any :class:`~pkpd.models.PopPK`:
+  its own prefixed hierarchy and likelihood on its PK data) as the second drive of a
+  turnover block (selinexor killing on a tumour marker,
+  :class:`~pkpd.models.drivers.DrugLevel`: the PK block's PyTensor dosing-interval
+  averages or concentrations).
+
 Variables of block ``b`` carry the prefix ``b_`` (PD: ``il6_mu_BL``,
 ``il6_subject``; endpoints: ``orr_b_Cmax``); the kinetics keep their own names, so
 :attr:`JointFit.kinetics` is an ordinary :class:`~pkpd.models.PopulationFit`.
@@ -48,6 +60,7 @@ from pkpd.models._base import PopulationModel
 from pkpd.models._data import ModelData
 from pkpd.models._diagnostics import ConvergenceChecks
 from pkpd.models._endpoint import EndpointFit, EndpointModel
+from pkpd.models.pd import CAR_UNITS, TurnoverModel
 
 __all__ = ["JointData", "JointFit", "JointModel"]
 
@@ -62,6 +75,11 @@ class JointData:
     kinetics: ModelData
     blocks: dict = field(default_factory=dict)
     positions: dict = field(default_factory=dict)
+    #: per driven block: positions of its subjects in the driving blocks' subjects
+    #: (``{"driver": array | None, "drug": array | None}``; -1: no drug)
+    links: dict = field(default_factory=dict)
+    #: per PK block that drives another: its full dose history (dose arrays)
+    doses: dict = field(default_factory=dict)
 
 
 class JointModel:
@@ -75,7 +93,24 @@ class JointModel:
     blocks
         ``{name: model}``; ``name`` (an identifier, e.g. ``"il6"``, ``"orr"``,
         ``"pfs"``) prefixes the block's variables and keys its data. Endpoint
-        models take ``name`` as their variable prefix.
+        models take ``name`` as their variable prefix. Turnover PD blocks are driven
+        by the kinetics unless ``drivers`` says otherwise; other population models
+        (a :class:`~pkpd.models.SelinexorPK` block) read no driver.
+    drivers
+        ``{block: source}`` for turnover blocks driven by another block:
+
+        - ``"il6"``: the block is stimulated by block ``il6``'s prediction (its rise
+          over baseline; a :class:`~pkpd.models.CytokinePD` block with stimulated
+          production). The driven block's ``driver_unit`` must be the driving
+          marker's unit (e.g. ``CytokinePD("CRP", driver_unit="pg/mL")``).
+        - ``("kinetics", "sel")`` (or ``{"driver": "kinetics", "drug": "sel"}``):
+          the CAR profile plus the drug level of PK block ``sel`` as second drive
+          (the block needs ``drug_drive=``; its ``drug_level`` chooses interval
+          averages or concentrations).
+
+        Errors (``OptionError``): unknown block names, cycles, driving an endpoint
+        or PK block, a source that cannot drive (a stimulated-loss marker, an
+        endpoint; a drug source that is not a PK model).
 
     Examples
     --------
@@ -85,11 +120,29 @@ class JointModel:
     ... )
     >>> fit = joint.fit({"kinetics": ck, "orr": bor, "pfs": pfs}, random_seed=1)  # doctest: +SKIP
     >>> fit.summary()  # doctest: +SKIP
+
+    IL-6 driving CRP, and selinexor as a second drive on M-protein:
+
+    >>> joint = JointModel(  # doctest: +SKIP
+    ...     CellularKinetics(),
+    ...     {
+    ...         "il6": CytokinePD("IL6"),
+    ...         "crp": CytokinePD("CRP", driver_unit="pg/mL"),
+    ...         "sel": SelinexorPK(),
+    ...         "mprotein": TumourMarker("M_protein", drug_drive="emax"),
+    ...     },
+    ...     drivers={"crp": "il6", "mprotein": ("kinetics", "sel")},
+    ... )
     """
 
     model_name = "JointModel"
 
-    def __init__(self, kinetics: PopulationModel, blocks: Mapping[str, object]):
+    def __init__(
+        self,
+        kinetics: PopulationModel,
+        blocks: Mapping[str, object],
+        drivers: Mapping[str, object] | None = None,
+    ):
         if not isinstance(kinetics, PopulationModel) or not hasattr(kinetics, "exposure_tensors"):
             raise OptionError(
                 "JointModel needs a kinetics model with individual exposures "
@@ -113,6 +166,140 @@ class JointModel:
             self.blocks[name] = block
         if not self.blocks:
             raise OptionError("A JointModel needs at least one block besides the kinetics.")
+        self.drivers = self._links(drivers)
+        self.order = self._order()
+
+    # -- links between blocks -------------------------------------------------------------
+    def _links(self, drivers) -> dict:
+        """``{block: {"driver": source, "drug": source | None}}`` of every turnover block."""
+        if drivers is None:
+            drivers = {}
+        if not isinstance(drivers, Mapping):
+            raise OptionError(
+                "drivers= maps a block name to its driving block: {'crp': 'il6'} or "
+                "{'mprotein': ('kinetics', 'sel')}."
+            )
+        known = [KINETICS, *self.blocks]
+        links = {
+            name: {"driver": KINETICS, "drug": None}
+            for name, b in self.blocks.items()
+            if isinstance(b, TurnoverModel)
+        }
+        for target, spec in drivers.items():
+            if target not in self.blocks:
+                raise OptionError(
+                    f"drivers= names unknown block {target!r}; blocks: {list(self.blocks)}."
+                )
+            block = self.blocks[target]
+            if not isinstance(block, TurnoverModel):
+                kind = "an endpoint" if isinstance(block, EndpointModel) else "a PK/population"
+                raise OptionError(
+                    f"drivers=: block {target!r} ({block.model_name}) is {kind} block, which "
+                    "reads no driver; only turnover PD blocks (CytokinePD, TumourMarker) are "
+                    "driven (endpoints take the kinetics' exposures as predictors)."
+                )
+            if isinstance(spec, str):
+                main, drug = spec, None
+            elif isinstance(spec, Mapping):
+                unknown = sorted(set(spec) - {"driver", "drug"})
+                if unknown:
+                    raise OptionError(
+                        f"drivers[{target!r}] has unknown key(s) {unknown}; use 'driver', 'drug'."
+                    )
+                main, drug = spec.get("driver", KINETICS), spec.get("drug")
+            elif isinstance(spec, tuple | list) and len(spec) == 2:
+                main, drug = spec
+            else:
+                raise OptionError(
+                    f"drivers[{target!r}] = {spec!r}: give a block name, a pair (driver, drug) "
+                    "or {'driver': ..., 'drug': ...}."
+                )
+            for role, src in (("driver", main), ("drug", drug)):
+                if src is not None and src not in known:
+                    raise OptionError(
+                        f"drivers[{target!r}]: unknown {role} block {src!r}; blocks: {known}."
+                    )
+                if src == target:
+                    raise OptionError(f"drivers=: block {target!r} cannot drive itself (a cycle).")
+            if main != KINETICS:
+                self._check_marker_link(target, block, main)
+            if drug is not None:
+                src = self.blocks.get(drug)
+                if src is None or not hasattr(src, "cumulative_auc"):
+                    name = "the kinetics" if drug == KINETICS else f"block {drug!r}"
+                    raise OptionError(
+                        f"drivers[{target!r}]: the drug source {name} is not a PK model with "
+                        "concentration and cumulative_auc (PopPK, SelinexorPK)."
+                    )
+            links[target] = {"driver": main, "drug": drug}
+        for name, link in links.items():
+            block = self.blocks[name]
+            if block.drug_drive is not None and link["drug"] is None:
+                raise OptionError(
+                    f"Block {name!r} has a drug effect (drug_drive={block.drug_drive!r}) but no "
+                    f"drug source: drivers={{{name!r}: ('kinetics', '<PK block>')}}."
+                )
+            if block.drug_drive is None and link["drug"] is not None:
+                raise OptionError(
+                    f"Block {name!r} is given the drug block {link['drug']!r} but has no drug "
+                    "effect: build it with drug_drive='emax' or 'linear'."
+                )
+        return links
+
+    def _check_marker_link(self, target: str, block, main: str) -> None:
+        src = self.blocks[main]
+        if not isinstance(src, TurnoverModel):
+            raise OptionError(
+                f"drivers[{target!r}]: block {main!r} ({src.model_name}) cannot drive a marker; "
+                "a driver is 'kinetics' or a cytokine block (CytokinePD)."
+            )
+        if src.effect != "production":
+            raise OptionError(
+                f"drivers[{target!r}]: block {main!r} is a stimulated-loss marker "
+                f"({src.model_name}); only a cytokine (stimulated production) can drive "
+                "another marker (its rise over baseline)."
+            )
+        if src.drug_drive is not None:
+            raise OptionError(
+                f"drivers[{target!r}]: the driving block {main!r} has a drug drive; a marker "
+                "driver is a marker driven by the kinetics (or another marker)."
+            )
+        unit = src.units()["conc"]
+        if block.driver_unit in CAR_UNITS:
+            raise OptionError(
+                f"Block {target!r} is driven by block {main!r} ({unit}) but was built for a "
+                f"CAR-cell driver (driver_unit={block.driver_unit!r}, EC50 prior on CAR "
+                f"levels): build it with driver_unit={unit!r}."
+            )
+        if unit != "conc" and block.driver_unit != unit:
+            raise OptionError(
+                f"Block {target!r} has driver_unit {block.driver_unit!r} but its driver, "
+                f"block {main!r}, is in {unit!r}."
+            )
+
+    def _order(self) -> list[str]:
+        """Blocks in build order: every driving block before the blocks it drives."""
+        deps = {
+            name: [s for s in (link["driver"], link["drug"]) if s in self.blocks]
+            for name, link in self.drivers.items()
+        }
+        order, state = [], {}
+
+        def visit(name, path):
+            if state.get(name) == "done":
+                return
+            if state.get(name) == "active":
+                cycle = [*path[path.index(name) :], name]
+                raise OptionError(f"drivers= form a cycle: {' -> '.join(cycle)}.")
+            state[name] = "active"
+            for dep in deps.get(name, []):
+                visit(dep, [*path, name])
+            state[name] = "done"
+            order.append(name)
+
+        for name in self.blocks:
+            visit(name, [])
+        return order
 
     def _endpoints(self) -> dict:
         return {k: b for k, b in self.blocks.items() if isinstance(b, EndpointModel)}
@@ -149,13 +336,13 @@ class JointModel:
         for name, block in self.blocks.items():
             if isinstance(block, EndpointModel):
                 bd = block.prepare(data[name], exposures=self._exposures_of(block))
-                subjects = bd.subjects
             else:
                 bd = block.prepare(data[name])
-                subjects = bd.subjects
+            subjects = bd.subjects
             pos = index.get_indexer(subjects)
+            driven = isinstance(block, TurnoverModel)
             if (
-                not isinstance(block, EndpointModel)
+                driven
                 and np.all(pos >= 0)
                 and bd.meta.get("dose_times") == "assumed at TIME 0"
                 and "dose_time" in kin.arrays
@@ -168,7 +355,7 @@ class JointModel:
                     kin.arrays["dose_active"][1][pos].astype(np.int8),
                 )
                 bd.meta["dose_times"] = "kinetics (joint model)"
-            if np.any(pos < 0):
+            if (driven or isinstance(block, EndpointModel)) and np.any(pos < 0):
                 orphans = list(np.asarray(subjects)[pos < 0][:10])
                 raise DataError(
                     f"Block {name!r}: subject(s) {orphans} have {name} data but no cellular "
@@ -177,7 +364,49 @@ class JointModel:
                 )
             jd.blocks[name] = bd
             jd.positions[name] = pos
+        for name, link in self.drivers.items():
+            jd.links[name] = self._link_positions(name, link, jd, data)
         return jd
+
+    def _link_positions(self, name: str, link: dict, jd: JointData, data: Mapping) -> dict:
+        """Positions of a driven block's subjects in its driving blocks' subjects."""
+        from pkpd.models.drivers import dose_data, dose_records
+
+        out = {"driver": None, "drug": None}
+        subjects = jd.blocks[name].subjects
+        src = link["driver"]
+        if src != KINETICS:
+            pos = pd.Index(jd.blocks[src].subjects).get_indexer(subjects)
+            if np.any(pos < 0):
+                orphans = np.asarray(subjects)[pos < 0].tolist()
+                raise DataError(
+                    f"Block {name!r}: subject(s) {orphans[:10]} have {name} data but no {src} "
+                    f"data. Block {name!r} is driven by block {src!r}'s prediction, which needs "
+                    f"each subject's {src} data: add their {src} records or drop them from "
+                    f"{name}."
+                )
+            out["driver"] = pos
+        drug = link["drug"]
+        if drug is not None:
+            block = self.blocks[name]
+            pk = jd.blocks[drug]
+            pos = pd.Index(pk.subjects).get_indexer(subjects)
+            if np.any(pos < 0) and block.drug_missing != "zero":
+                orphans = np.asarray(subjects)[pos < 0].tolist()
+                raise DataError(
+                    f"Block {name!r}: subject(s) {orphans[:10]} have {name} data but no {drug} "
+                    f"(drug PK) data, so no drug level. Add their PK data, drop them, or build "
+                    f"the block with drug_missing='zero' if they never received the drug."
+                )
+            out["drug"] = pos
+            if drug not in jd.doses:
+                # the whole dose history (the PK data's own arrays stop at each subject's
+                # last PK sample)
+                model = self.blocks[drug]
+                records = dose_records(data[drug], model)
+                records = records[records["ID"].isin(pk.subjects)]
+                jd.doses[drug], _ = dose_data(model, records, pk.subjects, pk.meta["conc_scale"])
+        return out
 
     def exposure_references(self, kin: ModelData) -> dict[str, float]:
         r"""Centring constants of exposure predictors, from the observed kinetics.
@@ -231,7 +460,9 @@ class JointModel:
                 for e, tensor in exposures.items():
                     pm.Deterministic(f"{e}_exposure", tensor, dims="subject")
             driver = self.kinetics.driver(theta, extra, kin)
-            for name, block in self.blocks.items():
+            built = {}
+            for name in self.order:
+                block = self.blocks[name]
                 bd, pos = jd.blocks[name], jd.positions[name]
                 if isinstance(block, EndpointModel):
                     for p in block.predictors:
@@ -242,13 +473,34 @@ class JointModel:
                     block.add_to_model(
                         bd, {e: exposures[e][pos] for e in self._exposures_of(block)}
                     )
-                else:
-                    block.add_to_model(
-                        bd,
-                        prefix=f"{name}_",
-                        extra_inputs={"driver": _shifted(driver, pos)},
-                    )
+                    continue
+                inputs = {}
+                if name in self.drivers:
+                    inputs = self._inputs(name, jd, built, driver)
+                built[name] = block.add_to_model(bd, prefix=f"{name}_", extra_inputs=inputs)
         return model
+
+    def _inputs(self, name: str, jd: JointData, built: dict, kinetics_driver) -> dict:
+        """The driver callables of turnover block ``name`` (PyTensor, from the kinetics
+        and the blocks built before it)."""
+        from pkpd.models.drivers import DrugLevel, _MarkerLink
+
+        link, where = self.drivers[name], jd.links[name]
+        src = link["driver"]
+        if src == KINETICS:
+            inputs = {"driver": _shifted(kinetics_driver, jd.positions[name])}
+        else:
+            parts = built[src]
+            link_of = _MarkerLink(
+                self.blocks[src], parts["theta"], parts["extra"], jd.blocks[src], where["driver"]
+            )
+            inputs = {"driver": link_of}
+        drug = link["drug"]
+        if drug is not None:
+            block = self.blocks[name]
+            level = DrugLevel(self.blocks[drug], jd.doses[drug], block.drug_level, block.time_unit)
+            inputs["drug_driver"] = level.bind(built[drug]["theta"], where["drug"])
+        return inputs
 
     def fit(
         self,
@@ -303,6 +555,7 @@ class JointModel:
         blocks: Mapping[str, Mapping] | None = None,
         subjects: pd.DataFrame | None = None,
         seed=None,
+        block_truth: bool = False,
     ) -> tuple[dict, pd.DataFrame]:
         r"""A virtual trial from the joint model: every block's data for one cohort.
 
@@ -320,18 +573,33 @@ class JointModel:
         exposure, so the true slopes (log odds or log hazard ratio per 2-fold) are
         what a fit estimates; intercepts and cut points refer to that centre.
 
+        Linked blocks follow the chain of ``drivers``: a PK block is simulated by its
+        ``simulate(n_subjects, seed=, **blocks[name])`` (e.g. ``{"doses": [...],
+        "times": [...], "typical": {...}}``; subject IDs ``1..n`` as the kinetics'),
+        a marker driven by another block by the driving block's *true* individual
+        prediction (:meth:`MarkerDriver.from_parameters
+        <pkpd.models.drivers.MarkerDriver.from_parameters>`), and a drug-driven block
+        by the PK block's true parameters and all its dose records
+        (:meth:`DrugDriver.from_parameters
+        <pkpd.models.drivers.DrugDriver.from_parameters>`).
+
         Parameters
         ----------
         subjects
             Optional subject-level covariates (``ID`` and the categorical or other
             predictor columns of the endpoint blocks), merged by ID (IDs ``1..n``).
+        block_truth
+            Also return ``{block: true individual parameters}`` of the population
+            blocks (PD and PK).
 
         Returns
         -------
         ``(data, truth)``: ``data`` maps ``"kinetics"`` and every block name to its
         table, ready for :meth:`fit`; ``truth`` is the kinetics' per-subject truth
-        (individual parameters and exact exposures ``true_*``).
+        (individual parameters and exact exposures ``true_*``). With
+        ``block_truth=True``: ``(data, truth, block_truths)``.
         """
+        from pkpd.models.drivers import DrugDriver, MarkerDriver, dose_records
         from pkpd.models.pd import CKDriver
 
         rng = np.random.default_rng(seed)
@@ -357,15 +625,42 @@ class JointModel:
         doses = kin[kin["EVID"] == 1][["ID", "TIME"]]
         if "lag_fraction" in truth:
             truth = truth.assign(lag=truth["lag_fraction"] * truth["Tmax"])
-        for name, block in self.blocks.items():
+        ck_driver = CKDriver.from_parameters(truth, doses=doses)
+        truths, used = {}, {}
+        for name in self.order:
+            block = self.blocks[name]
             params = dict(blocks[name])
             if isinstance(block, EndpointModel):
                 out = EndpointModel.simulate(block, table, params, seed=rng)
                 exposures = getattr(self.kinetics, "joint_exposures", ())
                 data[name] = out.drop(columns=[c for c in exposures if c in out.columns])
+            elif name in self.drivers:
+                link = self.drivers[name]
+                src = link["driver"]
+                if src == KINETICS:
+                    driver = ck_driver
+                else:
+                    driver = MarkerDriver.from_parameters(self.blocks[src], truths[src], used[src])
+                if link["drug"] is not None:
+                    drug = link["drug"]
+                    params["drug_driver"] = DrugDriver.from_parameters(
+                        truths[drug],
+                        dose_records(data[drug], self.blocks[drug]),
+                        model=self.blocks[drug],
+                        time_unit=block.time_unit,
+                    )
+                data[name], truths[name] = block.simulate(
+                    driver, seed=rng, return_truth=True, **params
+                )
+                used[name] = driver
             else:
-                driver = CKDriver.from_parameters(truth, doses=doses)
-                data[name] = block.simulate(driver, seed=rng, **params)
+                params.setdefault("n_subjects", len(truth))
+                ids = truth["ID"].to_numpy()
+                if np.issubdtype(ids.dtype, np.integer) and "id_offset" not in params:
+                    params["id_offset"] = int(ids.min()) - 1  # the kinetics' IDs
+                data[name], truths[name] = block.simulate(seed=rng, return_truth=True, **params)
+        if block_truth:
+            return data, truth, truths
         return data, truth
 
     def config(self) -> dict:
@@ -374,6 +669,7 @@ class JointModel:
             "blocks": {
                 k: {"model": b.model_name, "config": b.config()} for k, b in self.blocks.items()
             },
+            "drivers": {k: dict(v) for k, v in self.drivers.items()},
         }
 
 

@@ -25,8 +25,17 @@ The drive :math:`C_i(t)` is a callable ``extra["driver"](subject, time)``:
 - standalone (sequential) fits: a :class:`CKDriver` built from a
   :class:`~pkpd.models.CellularKinetics` fit (individual posterior parameters) or
   from a table of individual Stein parameters, given as ``driver=``;
+- a :class:`~pkpd.models.drivers.MarkerDriver`: another fitted marker's individual
+  prediction (IL-6 driving CRP or ferritin; the drive is IL-6's rise over its
+  baseline);
 - inside a :class:`~pkpd.models.JointModel`: the kinetics' own PyTensor
-  individual profiles, so the PD posterior carries the kinetic uncertainty.
+  individual profiles (or another block's prediction), so the PD posterior carries
+  the kinetic uncertainty.
+
+A second, additive drive from a drug level (``drug_drive=``, ``drug_driver=``: a
+:class:`~pkpd.models.drivers.DrugDriver`, e.g. selinexor on a tumour marker) is read
+from ``extra["drug_driver"]``; see :class:`TurnoverModel` and
+:mod:`pkpd.models.drivers`.
 
 :func:`fit_sequential` fits with the posterior-mean driver (individual parameters
 plugged in, IPP; Zhang, Beal & Sheiner 2003) or by multiple imputation over
@@ -59,6 +68,15 @@ from pkpd.models._data import ModelData, observations_from_frame
 from pkpd.models._fit import PopulationFit, load, register
 from pkpd.models._priors import Prior
 from pkpd.models.cellular import _PER_DAY
+from pkpd.models.drivers import (
+    DRUG_LEVELS,
+    Driver,
+    DrugDriver,
+    MarkerDriver,
+    _SetDriver,
+    load_driver,
+    store_driver,
+)
 from pkpd.structural._xp import namespace
 from pkpd.structural.cellular import ck_log_conc
 from pkpd.structural.turnover import (
@@ -73,6 +91,8 @@ __all__ = [
     "CYTOKINE_PRESETS",
     "CKDriver",
     "CytokinePD",
+    "DrugDriver",
+    "MarkerDriver",
     "PooledFit",
     "TurnoverModel",
     "fit_sequential",
@@ -151,13 +171,54 @@ CYTOKINE_PRESETS = {
 #: grid of the turnover solver, in days (scaled to the model's time unit)
 DEFAULT_GRID = {"step": 0.1, "window": 35.0, "growth": 0.05, "max_step": 7.0}
 
+#: ``drug_drive`` options (second, additive drive from a drug level)
+DRUG_DRIVE_FORMS = (None, "emax", "linear")
+
+#: driver units of CAR-cell levels (qPCR transgene copies per ug of genomic DNA)
+CAR_UNITS = ("copies/ug", "copies/µg")
+
+_CAR_EC50 = (
+    1.0e4,
+    3.0,
+    f"{WEAK}: centred near the typical CAR-T peak ({STEIN}: Cmax 24000 copies/ug), 95% "
+    "range ~30-4e6",
+)
+
+#: Default ``EC50`` prior per driver unit, ``(median, log-scale sd, source)``: CAR
+#: transgene levels, or a cytokine (IL-6) driving an acute-phase marker.
+EC50_DEFAULTS = {
+    "copies/ug": _CAR_EC50,
+    "copies/µg": _CAR_EC50,
+    "pg/mL": (
+        100.0,
+        2.5,
+        f"{WEAK}: the driver is a cytokine's rise over its baseline in pg/mL (IL-6 "
+        f"driving CRP or ferritin); centred on IL-6 rises of ~10-1000 pg/mL ({HARDIANSYAH}: "
+        "CAR-T IL-6 peaks 49-2745 pg/mL), 95% range ~0.7-13000",
+    ),
+}
+
+#: Default ``EC50_drug`` prior per drug unit.
+DRUG_EC50_DEFAULTS = {
+    "ng/mL": (
+        10.0,
+        2.0,
+        f"{WEAK}: centred near the weekly average selinexor level of 20-40 mg weekly "
+        "(XPOVIO label CL/F 17.9 L/h: Cavg = dose/(CL/F x 168 h) = 6.7-13 ng/mL; peaks "
+        "~170-340 ng/mL), 95% range ~0.2-500",
+    ),
+}
+
+#: placeholder for units without a default (the constructor then asks for a prior)
+_NO_DEFAULT = (1.0, 3.0, "no default for this unit: set this prior")
+
 
 # ------------------------------------------------------------------------------------
 # the driver
 # ------------------------------------------------------------------------------------
 
 
-class CKDriver:
+class CKDriver(Driver):
     r"""Individual CAR cell profiles :math:`C_i(t)` that drive a PD model.
 
     Holds each subject's Stein parameters (one or several sets: posterior draws for
@@ -167,8 +228,12 @@ class CKDriver:
 
     Calling ``driver(subject, time)`` with positions into :attr:`ids` and times
     (numpy arrays of one shape) returns the levels; with several sets the result has
-    a leading set axis.
+    a leading set axis. A :class:`~pkpd.models.drivers.Driver` (the driver protocol of
+    :mod:`pkpd.models.drivers`).
     """
+
+    kind = "ck"
+    needs = "CK (no kinetic parameters in the CAR-cell driver)"
 
     def __init__(
         self,
@@ -340,18 +405,12 @@ class CKDriver:
         return cls(ids, params, dose_time, logw, active, time_unit=time_unit, source="table")
 
     # -- evaluation -------------------------------------------------------------------
-    def positions(self, ids, what: str = "PD") -> np.ndarray:
-        """Positions of ``ids`` in :attr:`ids`; ``DataError`` naming those without."""
-        ids = np.asarray(ids)
-        pos = pd.Index(self.ids).get_indexer(ids)
-        if np.any(pos < 0):
-            orphans = ids[pos < 0]
-            raise DataError(
-                f"Subject(s) {orphans[:10].tolist()}{' ...' if len(orphans) > 10 else ''} "
-                f"have {what} data but no CK (no kinetic parameters in the CAR-cell "
-                "driver). Fit their cellular kinetics too, or drop them from the PD data."
-            )
-        return pos
+    def _missing_message(self, orphans, what):
+        return (
+            f"Subject(s) {orphans[:10]}{' ...' if len(orphans) > 10 else ''} have {what} "
+            "data but no CK (no kinetic parameters in the CAR-cell driver). Fit their "
+            "cellular kinetics too, or drop them from the PD data."
+        )
 
     def log_level(self, subject, time) -> np.ndarray:
         """:math:`\\ln C` at ``(subject, time)``; shape ``(n_sets, *subject.shape)``."""
@@ -365,9 +424,11 @@ class CKDriver:
         )
         return out.reshape((self.n_sets, *shape))
 
-    def __call__(self, subject, time) -> np.ndarray:
-        out = np.exp(self.log_level(subject, time))
-        return out[0] if self.n_sets == 1 else out
+    def levels(self, subject, time) -> np.ndarray:
+        return np.exp(self.log_level(subject, time))
+
+    def infusions(self):
+        return self.dose_time, self.dose_active
 
     def breakpoints(self, subject) -> np.ndarray:
         """Kinks of every subject's profile (infusions, ends of lag, peaks; all sets)."""
@@ -405,30 +466,39 @@ class CKDriver:
         )
 
     # -- storage in ModelData ---------------------------------------------------------
-    def to_arrays(self) -> dict:
+    def to_arrays(self, prefix: str = "ck_") -> dict:
         """``ModelData.arrays`` entries (the driver's subjects must be the data's)."""
         theta = np.stack([self.params[n] for n in CK_PARAMETERS], axis=-1)
         return {
-            "ck_theta": (("ck_set", "subject", "ck_parameter"), theta),
-            "ck_dose_time": (("subject", "ck_infusion"), self.dose_time),
-            "ck_dose_logw": (("ck_set", "subject", "ck_infusion"), self.dose_logw),
-            "ck_dose_active": (("subject", "ck_infusion"), self.dose_active.astype(np.int8)),
+            f"{prefix}theta": ((f"{prefix}set", "subject", f"{prefix}parameter"), theta),
+            f"{prefix}dose_time": (("subject", f"{prefix}infusion"), self.dose_time),
+            f"{prefix}dose_logw": (
+                (f"{prefix}set", "subject", f"{prefix}infusion"),
+                self.dose_logw,
+            ),
+            f"{prefix}dose_active": (
+                ("subject", f"{prefix}infusion"),
+                self.dose_active.astype(np.int8),
+            ),
         }
 
+    def to_meta(self, prefix: str = "ck_") -> dict:
+        return {f"{prefix}time_unit": self.time_unit, f"{prefix}source": self.source}
+
     @classmethod
-    def from_arrays(cls, d: ModelData) -> CKDriver | None:
+    def from_arrays(cls, d: ModelData, prefix: str = "ck_") -> CKDriver | None:
         """The driver stored in ``d`` by a PD model's ``prepare`` (None if none)."""
-        if "ck_theta" not in d.arrays:
+        if f"{prefix}theta" not in d.arrays:
             return None
-        theta = np.asarray(d.arrays["ck_theta"][1], dtype=float)
+        theta = np.asarray(d.arrays[f"{prefix}theta"][1], dtype=float)
         return cls(
             d.subjects,
             {n: theta[..., j] for j, n in enumerate(CK_PARAMETERS)},
-            d.arrays["ck_dose_time"][1],
-            d.arrays["ck_dose_logw"][1],
-            d.arrays["ck_dose_active"][1],
-            time_unit=d.meta.get("time_unit", "day"),
-            source=d.meta.get("driver_source", ""),
+            d.arrays[f"{prefix}dose_time"][1],
+            d.arrays[f"{prefix}dose_logw"][1],
+            d.arrays[f"{prefix}dose_active"][1],
+            time_unit=d.meta.get(f"{prefix}time_unit", d.meta.get("time_unit", "day")),
+            source=d.meta.get(f"{prefix}source", d.meta.get("driver_source", "")),
         )
 
 
@@ -461,20 +531,6 @@ def _dose_arrays(table: pd.DataFrame, doses: pd.DataFrame, ids: np.ndarray):
     return dose_time, active, logw
 
 
-class _SetDriver:
-    """A multi-set driver seen by posterior draws: draw ``s`` uses set ``sets[s]``."""
-
-    def __init__(self, driver: CKDriver, sets: np.ndarray):
-        self.driver = driver
-        self.sets = np.asarray(sets, dtype=np.int64)
-
-    def __call__(self, subject, time):
-        return np.exp(self.driver.log_level(subject, time)[self.sets])
-
-    def breakpoints(self, subject):
-        return self.driver.breakpoints(subject)
-
-
 # ------------------------------------------------------------------------------------
 # the model
 # ------------------------------------------------------------------------------------
@@ -485,7 +541,19 @@ class TurnoverModel(PopulationModel):
 
     A subclass sets :attr:`effect` (``"production"`` or ``"loss"``),
     :attr:`presets` and :attr:`model_name`. See the module docstring for the
-    equations.
+    equations. With a drug drive (``drug_drive=``) the marker has a second,
+    additive stimulation :math:`K_D(t)` of the same process,
+
+    .. math::
+
+        \frac{dM}{dt} = k_\mathrm{out} BL - k_\mathrm{out}\,(1 + K(t) + K_D(t))\, M
+        \quad\text{(loss)}, \qquad
+        K_D = \frac{E_{\max,D}\, C_D(t)}{EC_{50,D} + C_D(t)}
+        \;\text{or}\; \mathrm{slope}_D\, \frac{C_D(t)}{C_{D,\mathrm{ref}}}
+
+    (:math:`1 + E(t) + K_D(t)` multiplies the production for ``effect="production"``),
+    where :math:`C_D` is the drug level of a :class:`~pkpd.models.drivers.DrugDriver`
+    (sequential) or of a PK block of a :class:`~pkpd.models.JointModel`.
 
     Parameters
     ----------
@@ -497,13 +565,20 @@ class TurnoverModel(PopulationModel):
         :math:`E = \mathrm{slope}\ln(1 + C/C_\mathrm{ref})`) or ``"linear"``
         (:math:`E = \mathrm{slope}\,C/C_\mathrm{ref}`).
     driver
-        The CAR-cell driver of a standalone fit (:class:`CKDriver`); not needed
-        inside a :class:`~pkpd.models.JointModel`, which supplies its own.
+        The driver of a standalone fit: a :class:`CKDriver` (CAR cells) or a
+        :class:`~pkpd.models.drivers.MarkerDriver` (another marker, e.g. IL-6
+        driving CRP); not needed inside a :class:`~pkpd.models.JointModel`, which
+        supplies its own.
     driver_reference
         :math:`C_\mathrm{ref}` of the ``loglinear`` / ``linear`` drives (driver
         units, default 1).
     driver_unit
-        Unit of the driver level (for the ``EC50`` unit in tables).
+        Unit of the driver level: the ``EC50`` unit, and it sets the default
+        ``EC50`` prior (:data:`EC50_DEFAULTS`: ``"copies/ug"``, CAR transgene
+        levels, or ``"pg/mL"``, a cytokine such as IL-6 driving CRP or ferritin).
+        Default: the unit of a ``MarkerDriver`` given as ``driver``, else
+        ``"copies/ug"``. Other units have no default EC50 prior: give
+        ``priors={"EC50": Prior.lognormal(...)}`` (an ``OptionError`` says so).
     grid
         Overrides of the solver grid ``{"step", "window", "growth", "max_step"}``
         in days (defaults :data:`DEFAULT_GRID`: 0.1 d steps for 35 d after each
@@ -514,6 +589,27 @@ class TurnoverModel(PopulationModel):
         of the response; kout and EC50 are rarely identifiable per subject).
     time_unit
         Time unit of the data and the driver (default ``"day"``).
+    drug_drive
+        ``None`` (no drug effect), ``"emax"`` (parameters ``Emax_drug``,
+        ``EC50_drug``) or ``"linear"`` (``slope_drug``,
+        :math:`K_D = \mathrm{slope}_D\, C_D/C_{D,\mathrm{ref}}`).
+    drug_driver
+        The :class:`~pkpd.models.drivers.DrugDriver` of a standalone fit.
+    drug_level
+        ``"average"`` (default: exact dosing-interval average concentrations,
+        piecewise constant) or ``"concentration"`` (the concentration itself, with
+        grid nodes after every dose); see :mod:`pkpd.models.drivers`.
+    drug_reference
+        :math:`C_{D,\mathrm{ref}}` of the linear drug drive (drug units, default 1).
+    drug_unit
+        Unit of the drug level (default: the drug driver's, else ``"ng/mL"``); sets
+        the default ``EC50_drug`` prior (:data:`DRUG_EC50_DEFAULTS`).
+    drug_missing
+        ``"error"`` (default): a PD subject absent from the drug driver (no PK
+        parameters) raises ``DataError`` naming it; ``"zero"``: such subjects never
+        received the drug, :math:`K_D = 0`. Subjects in the driver are at
+        :math:`K_D = 0` before their first dose and after their last dosing
+        interval either way.
     **kwargs
         ``priors``, ``correlated``, ``centered``, ``covariates``, ``columns``,
         ``conc_unit``: see :class:`~pkpd.models.PopulationModel`.
@@ -528,12 +624,18 @@ class TurnoverModel(PopulationModel):
         preset: str | None = None,
         *,
         drive: str = "emax",
-        driver: CKDriver | None = None,
+        driver: Driver | None = None,
         driver_reference: float = 1.0,
-        driver_unit: str = "copies/ug",
+        driver_unit: str | None = None,
         grid: Mapping | None = None,
         bsv=None,
         time_unit: str = "day",
+        drug_drive: str | None = None,
+        drug_driver: DrugDriver | None = None,
+        drug_level: str = "average",
+        drug_reference: float = 1.0,
+        drug_unit: str | None = None,
+        drug_missing: str = "error",
         **kwargs,
     ):
         name = "generic" if preset is None else preset
@@ -546,16 +648,46 @@ class TurnoverModel(PopulationModel):
             raise OptionError(f"Unknown drive {drive!r}; use one of {DRIVE_FORMS}.")
         if time_unit not in _PER_DAY:
             raise OptionError(f"time_unit must be one of {sorted(_PER_DAY)}, got {time_unit!r}.")
-        if not (np.isfinite(driver_reference) and driver_reference > 0):
-            raise OptionError(f"driver_reference must be > 0, got {driver_reference}.")
+        for label, value in (("driver_reference", driver_reference),
+                             ("drug_reference", drug_reference)):  # fmt: skip
+            if not (np.isfinite(value) and value > 0):
+                raise OptionError(f"{label} must be > 0, got {value}.")
         unknown = sorted(set(grid or {}) - set(DEFAULT_GRID))
         if unknown:
             raise OptionError(f"Unknown grid option(s) {unknown}; known: {list(DEFAULT_GRID)}.")
-        if driver is not None and not isinstance(driver, CKDriver):
+        if driver is not None and not (isinstance(driver, Driver) and driver.kind != "drug"):
+            hint = " (give a DrugDriver as drug_driver=)" if isinstance(driver, DrugDriver) else ""
             raise OptionError(
-                f"driver= takes a CKDriver (CKDriver.from_fit / from_parameters); got "
-                f"{type(driver).__name__}."
+                "driver= takes a CKDriver (CKDriver.from_fit / from_parameters) or a "
+                f"MarkerDriver (MarkerDriver.from_fit); got {type(driver).__name__}{hint}."
             )
+        if drug_drive not in DRUG_DRIVE_FORMS:
+            raise OptionError(f"Unknown drug_drive {drug_drive!r}; use one of {DRUG_DRIVE_FORMS}.")
+        if drug_level not in DRUG_LEVELS:
+            raise OptionError(f"Unknown drug_level {drug_level!r}; use one of {DRUG_LEVELS}.")
+        if drug_missing not in ("error", "zero"):
+            raise OptionError(f"drug_missing must be 'error' or 'zero', got {drug_missing!r}.")
+        if drug_driver is not None:
+            if not isinstance(drug_driver, DrugDriver):
+                raise OptionError(
+                    "drug_driver= takes a DrugDriver (DrugDriver.from_fit / from_parameters); "
+                    f"got {type(drug_driver).__name__}."
+                )
+            if drug_drive is None:
+                raise OptionError(
+                    "A drug_driver was given without a drug effect: set drug_drive='emax' or "
+                    "'linear'."
+                )
+        marker_unit = driver.unit if isinstance(driver, MarkerDriver) else None
+        if driver_unit is None:
+            driver_unit = marker_unit or "copies/ug"
+        elif marker_unit and driver_unit != marker_unit:
+            raise OptionError(
+                f"driver_unit {driver_unit!r} differs from the marker driver's unit "
+                f"{marker_unit!r}; convert one of them."
+            )
+        if drug_unit is None:
+            drug_unit = drug_driver.unit if drug_driver is not None else "ng/mL"
         self.preset = preset
         self.drive = drive
         self.driver = driver
@@ -563,9 +695,26 @@ class TurnoverModel(PopulationModel):
         self.driver_unit = driver_unit
         self.grid = {**DEFAULT_GRID, **dict(grid or {})}
         self.time_unit = time_unit
+        self.drug_drive = drug_drive
+        self.drug_driver = drug_driver
+        self.drug_level = drug_level
+        self.drug_reference = float(drug_reference)
+        self.drug_unit = drug_unit
+        self.drug_missing = drug_missing
         if bsv is None:
             bsv = ["BL", "Emax" if drive == "emax" else "slope"]
         super().__init__(bsv=bsv, time_unit=time_unit, **kwargs)
+        given = dict(kwargs.get("priors") or {})
+        for param, unit, table, option in (
+            ("EC50", driver_unit, EC50_DEFAULTS, "driver_unit"),
+            ("EC50_drug", drug_unit, DRUG_EC50_DEFAULTS, "drug_unit"),
+        ):
+            if param in self.priors and unit not in table and param not in given:
+                raise OptionError(
+                    f"No default {param} prior for {option}={unit!r} (defaults exist for "
+                    f"{sorted(table)}): give priors={{'{param}': Prior.lognormal(median, "
+                    "sd, source)}} in that unit."
+                )
 
     # -- the mathematics --------------------------------------------------------------
     @property
@@ -578,19 +727,39 @@ class TurnoverModel(PopulationModel):
             StructuralParameter("BL", "{conc}", "log", "baseline (before the infusion)"),
             StructuralParameter("kout", "1/{time}", "log", "first-order loss rate constant"),
         ]
+        level = "CAR level" if self.driver_unit in CAR_UNITS else "driver level"
         if self.drive == "emax":
             params += [
                 StructuralParameter(
                     "Emax", "fold", "log", f"maximal stimulation of the {what} (E at C >> EC50)"
                 ),
                 StructuralParameter(
-                    "EC50", self.driver_unit, "log", "CAR level of half-maximal stimulation"
+                    "EC50", self.driver_unit, "log", f"{level} of half-maximal stimulation"
                 ),
             ]
         else:
             params.append(
                 StructuralParameter(
                     "slope", "1", "log", f"stimulation of the {what} per unit drive"
+                )
+            )
+        drug = getattr(self, "drug_drive", None)
+        if drug == "emax":
+            params += [
+                StructuralParameter(
+                    "Emax_drug", "fold", "log", f"maximal drug stimulation of the {what}"
+                ),
+                StructuralParameter(
+                    "EC50_drug", self.drug_unit, "log", "drug level of half-maximal stimulation"
+                ),
+            ]
+        elif drug == "linear":
+            params.append(
+                StructuralParameter(
+                    "slope_drug",
+                    "1",
+                    "log",
+                    f"drug stimulation of the {what} per drug_reference ({self.drug_unit})",
                 )
             )
         return params
@@ -604,15 +773,29 @@ class TurnoverModel(PopulationModel):
         }
         if getattr(self, "drive", "emax") == "emax":
             priors["Emax"] = Prior.lognormal(*pre["Emax"])
-            priors["EC50"] = Prior.lognormal(
-                1.0e4,
-                3.0,
-                f"{WEAK}: centred near the typical CAR-T peak ({STEIN}: Cmax 24000 "
-                "copies/ug), 95% range ~30-4e6; override for other driver units",
-            )
+            unit = getattr(self, "driver_unit", "copies/ug")
+            priors["EC50"] = Prior.lognormal(*EC50_DEFAULTS.get(unit, _NO_DEFAULT))
         else:
             priors["slope"] = Prior.lognormal(
                 1.0, 2.0, f"{WEAK}: E = 1 at C/Cref = e - 1, 95% range 0.02-50"
+            )
+        drug = getattr(self, "drug_drive", None)
+        if drug == "emax":
+            priors["Emax_drug"] = Prior.lognormal(
+                1.0,
+                2.0,
+                f"{WEAK}: the drug at most doubles the {self.effect} at the median, 95% "
+                "range ~0.02-50-fold",
+            )
+            unit = getattr(self, "drug_unit", "ng/mL")
+            priors["EC50_drug"] = Prior.lognormal(*DRUG_EC50_DEFAULTS.get(unit, _NO_DEFAULT))
+        elif drug == "linear":
+            priors["slope_drug"] = Prior.lognormal(
+                0.1,
+                2.0,
+                f"{WEAK}: K_drug = 1 at 10 drug_reference units (with drug_reference 1 ng/mL: "
+                "near the weekly average of selinexor 40 mg weekly, ~13 ng/mL), 95% range "
+                "0.002-5 per unit",
             )
         omega = {
             "BL": (1.0, "weakly informative: CV up to ~200% between patients"),
@@ -620,6 +803,9 @@ class TurnoverModel(PopulationModel):
             "Emax": (1.5, "weakly informative: response sizes vary widely (tumour burden)"),
             "EC50": (1.5, WEAK),
             "slope": (1.5, "weakly informative: response sizes vary widely (tumour burden)"),
+            "Emax_drug": (1.0, WEAK),
+            "EC50_drug": (1.0, WEAK),
+            "slope_drug": (1.0, WEAK),
         }
         for p in self.structural_parameters():
             scale, src = omega[p.name]
@@ -637,6 +823,11 @@ class TurnoverModel(PopulationModel):
             "driver_reference": self.driver_reference,
             "driver_unit": self.driver_unit,
             "grid": dict(self.grid),
+            "drug_drive": self.drug_drive,
+            "drug_level": self.drug_level,
+            "drug_reference": self.drug_reference,
+            "drug_unit": self.drug_unit,
+            "drug_missing": self.drug_missing,
         }
 
     def units(self, d: ModelData | None = None) -> dict[str, str]:
@@ -646,19 +837,24 @@ class TurnoverModel(PopulationModel):
         return out
 
     # -- data -------------------------------------------------------------------------
-    def prepare(self, data, driver: CKDriver | None = None) -> ModelData:
-        """Validate an event table of one marker and link it to the CAR-cell driver.
+    def prepare(
+        self, data, driver: Driver | None = None, drug_driver: DrugDriver | None = None
+    ) -> ModelData:
+        """Validate an event table of one marker and link it to its driver(s).
 
         Needs ``ID, TIME, DV``; optional ``LLOQ``/``BLQ``, ``DVU``, covariates and
         the CAR infusion records (``EVID=1``; otherwise the driver's infusion
-        times, otherwise TIME 0 is taken as the infusion). ``driver`` (default: the
-        model's) is matched to the PD subjects by ID and stored with the data.
+        times, otherwise TIME 0 is taken as the infusion). ``driver`` and
+        ``drug_driver`` (default: the model's) are matched to the PD subjects by ID
+        and stored with the data.
 
         Raises
         ------
         DataError
             PD subjects without kinetics in the driver ("subjects with PD data but no
-            CK"); DV 0 on a record whose BLQ flag says quantified; several matrices or
+            CK"), without the driving marker in a marker driver, or (unless
+            ``drug_missing="zero"``) without PK parameters in the drug driver; DV 0
+            on a record whose BLQ flag says quantified; several matrices or
             analytes; the checks of
             :func:`~pkpd.models._data.observations_from_frame`.
         """
@@ -690,16 +886,30 @@ class TurnoverModel(PopulationModel):
                 "one marker in one matrix. Fit each separately."
             )
         driver = self.driver if driver is None else driver
+        stored = None
         if driver is not None:
+            if not (isinstance(driver, Driver) and driver.kind != "drug"):
+                raise OptionError(
+                    f"driver= takes a CKDriver or a MarkerDriver; got {type(driver).__name__}."
+                )
             if driver.time_unit != self.time_unit:
                 raise OptionError(
                     f"The driver's time unit ({driver.time_unit}) differs from the PD "
                     f"model's ({self.time_unit}); use one unit for both."
                 )
+            if isinstance(driver, MarkerDriver) and driver.unit != self.driver_unit:
+                raise OptionError(
+                    f"The marker driver's level is in {driver.unit}, the model's EC50 in "
+                    f"{self.driver_unit}: build the model with driver_unit={driver.unit!r}."
+                )
             pos = driver.positions(d.subjects, what=self.model_name)
-            d.arrays.update(driver.subset(pos).to_arrays())
+            stored = driver.subset(pos)
+            store_driver(d, stored)
             d.meta["driver_source"] = driver.source
-        self._dose_times(et, d, driver is not None)
+        drug = self.drug_driver if drug_driver is None else drug_driver
+        if drug is not None:
+            self._store_drug(d, drug)
+        self._dose_times(et, d, stored)
         unit = self._preset.get("unit")
         if unit and d.meta.get("conc_unit") and d.meta["conc_unit"] != unit:
             warnings.warn(
@@ -711,8 +921,49 @@ class TurnoverModel(PopulationModel):
         d.meta.update({"time_unit": self.time_unit, "effect": self.effect})
         return d
 
-    def _dose_times(self, et, d: ModelData, has_driver: bool) -> None:
+    def _store_drug(self, d: ModelData, drug: DrugDriver) -> None:
+        if not isinstance(drug, DrugDriver):
+            raise OptionError(f"drug_driver= takes a DrugDriver; got {type(drug).__name__}.")
+        if self.drug_drive is None:
+            raise OptionError(
+                f"A drug driver was given to a {self.model_name} without a drug effect: "
+                "build it with drug_drive='emax' or 'linear'."
+            )
+        if drug.time_unit != self.time_unit:
+            raise OptionError(
+                f"The drug driver evaluates PD times in {drug.time_unit}, the PD model's are "
+                f"in {self.time_unit}: build it with time_unit={self.time_unit!r}."
+            )
+        if drug.unit != self.drug_unit:
+            raise OptionError(
+                f"The drug driver's level is in {drug.unit}, the model's drug parameters in "
+                f"{self.drug_unit}: build the model with drug_unit={drug.unit!r}."
+            )
+        zero = self.drug_missing == "zero"
+        pos = drug.positions(d.subjects, what=self.model_name, missing_ok=zero)
+        sub = drug.subset_ids(pos, d.subjects)
+        store_driver(d, sub, "drug")
+        d.meta["drug_missing_subjects"] = d.subjects[pos < 0].tolist()
+        if not drug.complete:
+            last = np.array(
+                [d.obs_time[d.obs_subject == i].max(initial=-np.inf) for i in range(d.n_subjects)]
+            )
+            end = sub.last_edge()
+            late = sub.present & (last > end)
+            if late.any():
+                warnings.warn(
+                    f"Subject(s) {d.subjects[late][:10].tolist()} have {self.model_name} data "
+                    "after their last drug dose in the drug driver, where the drug drive is 0. "
+                    "A driver built from a PK fit's data has only the doses up to each "
+                    "subject's last PK sample: give the whole regimen with "
+                    "DrugDriver.from_fit(fit, doses=...).",
+                    PKPDWarning,
+                    stacklevel=3,
+                )
+
+    def _dose_times(self, et, d: ModelData, driver: Driver | None) -> None:
         doses = et.doses
+        infusions = driver.infusions() if driver is not None else None
         if len(doses):
             pos = pd.Index(d.subjects).get_indexer(doses["ID"].to_numpy())
             keep = pos >= 0
@@ -731,9 +982,9 @@ class TurnoverModel(PopulationModel):
             active = np.zeros((d.n_subjects, counts.max()), np.int8)
             dose_time[pos, slot], active[pos, slot] = t, 1
             source = "data (EVID=1)"
-        elif has_driver:
-            dose_time = d.arrays["ck_dose_time"][1]
-            active = d.arrays["ck_dose_active"][1].astype(np.int8)
+        elif infusions is not None:
+            dose_time = np.asarray(infusions[0], dtype=float)
+            active = np.asarray(infusions[1]).astype(np.int8)
             source = "driver"
         else:
             dose_time = np.zeros((d.n_subjects, 1))
@@ -745,75 +996,109 @@ class TurnoverModel(PopulationModel):
 
     # -- extras -------------------------------------------------------------------------
     def extra_variables(self, d: ModelData) -> dict:
-        driver = CKDriver.from_arrays(d)
-        if driver is None:
-            return {}
-        if driver.n_sets > 1:
-            raise OptionError(
-                f"The data carry {driver.n_sets} driver parameter sets (multiple imputation); "
-                "fit them with fit_sequential(..., mode='imputation')."
-            )
-        return {"driver": driver}
+        out = {}
+        for slot, key in (("driver", "driver"), ("drug", "drug_driver")):
+            driver = load_driver(d, slot)
+            if driver is None or (slot == "drug" and self.drug_drive is None):
+                continue
+            if driver.n_sets > 1:
+                raise OptionError(
+                    f"The data carry {driver.n_sets} {slot} parameter sets (multiple "
+                    "imputation); fit them with fit_sequential(..., mode='imputation')."
+                )
+            out[key] = driver.with_level(self.drug_level) if slot == "drug" else driver
+        return out
 
     def extra_from_draws(self, draws, d: ModelData) -> dict:
-        driver = CKDriver.from_arrays(d)
+        driver = load_driver(d)
         if driver is None:
             raise OptionError(
-                f"This {self.model_name} fit has no stored CAR-cell driver (it was fitted "
+                f"This {self.model_name} fit has no stored driver (it was fitted "
                 "inside a JointModel): predict from the joint fit, or give a driver "
                 "(prepare(data, driver=CKDriver...))."
             )
+        out = {"driver": self._for_draws(driver, draws)}
+        if self.drug_drive is not None:
+            drug = load_driver(d, "drug")
+            if drug is None:
+                raise OptionError(
+                    f"This {self.model_name} fit has no stored drug driver (it was fitted "
+                    "inside a JointModel): predict from the joint fit."
+                )
+            out["drug_driver"] = self._for_draws(drug.with_level(self.drug_level), draws)
+        return out
+
+    @staticmethod
+    def _for_draws(driver: Driver, draws):
         if driver.n_sets == 1:
-            return {"driver": driver}
+            return driver
         if "_ck_set" not in draws:
             raise OptionError(
-                f"This fit pools {driver.n_sets} imputations of the CAR-cell driver; open it "
-                "with pkpd.models.pd.load_pooled(path) to predict from it."
+                f"This fit pools {driver.n_sets} imputations of its driver; open it with "
+                "pkpd.models.pd.load_pooled(path) to predict from it."
             )
-        return {"driver": _SetDriver(driver, draws["_ck_set"])}
+        return _SetDriver(driver, draws["_ck_set"])
 
     # -- the prediction -------------------------------------------------------------------
     def _grid_for(self, d: ModelData, extra: dict, rows: np.ndarray, row_of, time):
         per_day = _PER_DAY[self.time_unit]
         g = self.grid
-        driver = extra["driver"]
         dose_time = np.where(
             d.arrays["dose_active"][1][rows].astype(bool), d.arrays["dose_time"][1][rows], np.nan
         )
-        brk = driver.breakpoints(rows) if hasattr(driver, "breakpoints") else None
+        parts = [np.full((len(rows), 0), np.nan)]
+        for key in ("driver", "drug_driver"):
+            driver = extra.get(key)
+            if driver is not None and hasattr(driver, "breakpoints"):
+                parts.append(np.asarray(driver.breakpoints(rows), dtype=float))
         return turnover_grid(
             row_of,
             time,
             dose_time[:, 0],
             dose_times=dose_time,
-            breakpoints=brk,
+            breakpoints=np.concatenate(parts, axis=1),
             step=g["step"] * per_day,
             window=g["window"] * per_day,
             growth=g["growth"],
             max_step=g["max_step"] * per_day,
         )
 
-    def log_prediction(self, theta, extra, d, subject, time, matrix):
-        """``ln R`` at the given points: :math:`\\ln BL + \\ln r(t)` (turnover solver)."""
-        if "driver" not in extra:
-            raise OptionError(
-                f"{self.model_name} needs a CAR-cell driver: pass driver=CKDriver.from_fit("
-                "ck_fit) (or CKDriver.from_parameters(table)), use fit_sequential, or fit it "
-                "inside a JointModel."
-            )
-        subject = np.asarray(subject, dtype=np.int64)
-        time = np.asarray(time, dtype=float)
-        rows, row_of = np.unique(subject, return_inverse=True)
-        grid = self._grid_for(d, extra, rows, row_of.ravel(), time.ravel())
+    @staticmethod
+    def _at_nodes(driver, rows, grid, theta):
+        """The driver's level at every grid node, ``(..., n, N)``, and its namespace."""
         n, n_nodes = grid.times.shape
-        level = extra["driver"](np.repeat(rows, n_nodes), grid.times.ravel())
+        level = driver(np.repeat(rows, n_nodes), grid.times.ravel())
         xp = namespace(level, *theta.values())
         if xp is np:
             level = np.asarray(level, dtype=float).reshape((*np.shape(level)[:-1], n, n_nodes))
         else:
             lead = [level.shape[i] for i in range(level.ndim - 1)]
             level = level.reshape((*lead, n, n_nodes))
-        log_c = xp.log(xp.maximum(level, TINY))
+        return xp.log(xp.maximum(level, TINY)), xp
+
+    def log_prediction(self, theta, extra, d, subject, time, matrix):
+        r"""``ln R`` at the given points: :math:`\ln BL + \ln r(t)` (turnover solver),
+        the drive :math:`E(t)` (plus :math:`K_D(t)` with a drug drive) at the grid
+        nodes."""
+        if "driver" not in extra:
+            raise OptionError(
+                f"{self.model_name} needs a CAR-cell driver (or a marker driver): pass "
+                "driver=CKDriver.from_fit(ck_fit) (or CKDriver.from_parameters(table), "
+                "MarkerDriver.from_fit(il6_fit)), use fit_sequential, or fit it inside a "
+                "JointModel."
+            )
+        if self.drug_drive is not None and "drug_driver" not in extra:
+            raise OptionError(
+                f"{self.model_name} has a drug effect (drug_drive={self.drug_drive!r}) but no "
+                "drug driver: pass drug_driver=DrugDriver.from_fit(pk_fit) (or "
+                "DrugDriver.from_parameters(table, doses)), or fit it inside a JointModel "
+                "with a PK block."
+            )
+        subject = np.asarray(subject, dtype=np.int64)
+        time = np.asarray(time, dtype=float)
+        rows, row_of = np.unique(subject, return_inverse=True)
+        grid = self._grid_for(d, extra, rows, row_of.ravel(), time.ravel())
+        log_c, xp = self._at_nodes(extra["driver"], rows, grid, theta)
         th = {k: v[..., rows][..., None] for k, v in theta.items()}
         log_e = log_drive(
             log_c,
@@ -823,6 +1108,17 @@ class TurnoverModel(PopulationModel):
             slope=th.get("slope"),
             reference=self.driver_reference,
         )
+        if self.drug_drive is not None:
+            log_cd, _ = self._at_nodes(extra["drug_driver"], rows, grid, theta)
+            log_k = log_drive(
+                log_cd,
+                self.drug_drive,
+                emax=th.get("Emax_drug"),
+                ec50=th.get("EC50_drug"),
+                slope=th.get("slope_drug"),
+                reference=self.drug_reference,
+            )
+            log_e = xp.logaddexp(log_e, log_k)
         log_r = turnover_log_ratio(grid, log_e, th["kout"], self.effect)
         return xp.log(theta["BL"][..., subject]) + log_r
 
@@ -854,8 +1150,9 @@ class TurnoverModel(PopulationModel):
         for lo in range(0, n_draws, chunk):
             part = {k: v[lo : lo + chunk] for k, v in flat_theta.items()}
             ex = dict(extra)
-            if isinstance(ex.get("driver"), _SetDriver):
-                ex["driver"] = _SetDriver(ex["driver"].driver, ex["driver"].sets[lo : lo + chunk])
+            for key in ("driver", "drug_driver"):
+                if isinstance(ex.get(key), _SetDriver):
+                    ex[key] = ex[key].chunk(lo, lo + chunk)
             lp = np.asarray(self.log_prediction(part, ex, d, s_idx, t, np.zeros_like(s_idx)))
             lp = lp.reshape(-1, d.n_subjects, len(u))
             k = pick(lp, axis=-1)
@@ -869,9 +1166,10 @@ class TurnoverModel(PopulationModel):
     # -- simulation -------------------------------------------------------------------------
     def simulate(
         self,
-        driver: CKDriver,
+        driver: Driver,
         times=(0, 1, 2, 3, 5, 7, 10, 14, 21, 28),
         *,
+        drug_driver: DrugDriver | None = None,
         typical: Mapping | None = None,
         omega: Mapping | None = None,
         sigma: float = 0.3,
@@ -885,8 +1183,10 @@ class TurnoverModel(PopulationModel):
         scale; default the prior medians) and ``omega`` (latent-scale SDs; default
         0.3 for the BSV parameters) are the true population values, ``sigma`` the
         residual SD of ln DV. Samples below ``lloq`` are returned BLQ (``DV = 0``,
-        ``BLQ = 1``). Solved with this model's own solver; tests use an independent
-        ODE solution instead.
+        ``BLQ = 1``). With a drug effect, ``drug_driver`` (default the model's) gives
+        the subjects' drug levels (subjects absent from it: as ``drug_missing``).
+        Solved with this model's own solver; tests use an independent ODE solution
+        instead.
         """
         if driver.n_sets != 1:
             raise OptionError("simulate() takes a driver with one parameter set.")
@@ -902,24 +1202,26 @@ class TurnoverModel(PopulationModel):
             for p in params
         }
         times = np.asarray(times, dtype=float)
-        d = ModelData(
-            subjects=driver.ids,
-            obs_subject=np.zeros(0, np.int64),
-            obs_time=np.zeros(0),
-            obs_dv=np.zeros(0),
-            obs_blq=np.zeros(0, bool),
-            obs_lloq=np.zeros(0),
-            obs_row=np.zeros(0, np.int64),
-            obs_matrix=np.zeros(0, np.int64),
-            matrices=["all"],
-            covariates=pd.DataFrame(index=driver.ids),
-            arrays=driver.to_arrays(),
-        )
-        d.arrays["dose_time"] = (("subject", "infusion"), driver.dose_time)
-        d.arrays["dose_active"] = (("subject", "infusion"), driver.dose_active.astype(np.int8))
+        d = _bare_data(driver.ids)
+        store_driver(d, driver)
+        infusions = driver.infusions()
+        if infusions is None:
+            infusions = (np.zeros((n, 1)), np.ones((n, 1), bool))
+        d.arrays["dose_time"] = (("subject", "infusion"), np.asarray(infusions[0], float))
+        active = np.asarray(infusions[1]).astype(np.int8)
+        d.arrays["dose_active"] = (("subject", "infusion"), active)
+        extra = {"driver": driver}
+        drug = self.drug_driver if drug_driver is None else drug_driver
+        if self.drug_drive is not None:
+            if drug is None:
+                raise OptionError(
+                    f"This {self.model_name} has a drug effect: simulate(..., drug_driver=...)."
+                )
+            self._store_drug(d, drug)
+            extra["drug_driver"] = load_driver(d, "drug").with_level(self.drug_level)
         subject = np.repeat(np.arange(n), len(times))
-        t = np.tile(times, n) + driver.dose_time[subject, 0]
-        lp = self.log_prediction(theta, {"driver": driver}, d, subject, t, np.zeros_like(subject))
+        t = np.tile(times, n) + np.asarray(infusions[0], float)[subject, 0]
+        lp = self.log_prediction(theta, extra, d, subject, t, np.zeros_like(subject))
         dv = np.exp(lp + sigma * rng.standard_normal(len(t)))
         blq = dv < lloq if lloq is not None else np.zeros(len(t), bool)
         out = pd.DataFrame(
@@ -940,6 +1242,22 @@ class TurnoverModel(PopulationModel):
         if return_truth:
             return out, pd.DataFrame({"ID": driver.ids, **theta})
         return out
+
+
+def _bare_data(ids) -> ModelData:
+    ids = np.asarray(ids)
+    return ModelData(
+        subjects=ids,
+        obs_subject=np.zeros(0, np.int64),
+        obs_time=np.zeros(0),
+        obs_dv=np.zeros(0),
+        obs_blq=np.zeros(0, bool),
+        obs_lloq=np.zeros(0),
+        obs_row=np.zeros(0, np.int64),
+        obs_matrix=np.zeros(0, np.int64),
+        matrices=["all"],
+        covariates=pd.DataFrame(index=ids),
+    )
 
 
 @register
@@ -1023,21 +1341,26 @@ def fit_sequential(
     *,
     mode: str = "posterior_mean",
     n_imputations: int = 5,
+    drug_fit: PopulationFit | None = None,
+    drug_doses: pd.DataFrame | None = None,
     random_seed: int | None = None,
     check: bool = True,
     **fit_kwargs,
 ) -> PopulationFit:
-    r"""Fit a PD model after the kinetics: plug-in or multiple imputation.
+    r"""Fit a PD model after its driver(s): plug-in or multiple imputation.
 
     Parameters
     ----------
     pd_model
-        A :class:`TurnoverModel` (e.g. :class:`CytokinePD`); its own ``driver`` is
-        ignored.
+        A :class:`TurnoverModel` (e.g. :class:`CytokinePD`); its own ``driver`` (and,
+        with ``drug_fit``, its ``drug_driver``) is ignored.
     data
         The PD event table.
     ck_fit
-        The :class:`~pkpd.models.CellularKinetics` fit of (at least) the PD subjects.
+        The fit of the driver: a :class:`~pkpd.models.CellularKinetics` fit of (at
+        least) the PD subjects (a :class:`CKDriver`), or a fitted cytokine (e.g. IL-6,
+        a :class:`CytokinePD` fit: a :class:`~pkpd.models.drivers.MarkerDriver`, for
+        CRP or ferritin driven by IL-6).
     mode
         ``"posterior_mean"`` (or ``"posterior_median"``): one fit with each subject's
         posterior-mean kinetics plugged in (IPP, Zhang et al. 2003). Fast, but it
@@ -1052,6 +1375,11 @@ def fit_sequential(
         unlike a joint model, does not let the PD data inform the kinetics.
     n_imputations
         M, for ``mode="imputation"`` (each imputation compiles and samples a model).
+    drug_fit, drug_doses
+        For a model with a drug effect: the PK fit (e.g.
+        :class:`~pkpd.models.SelinexorPK`) and the subjects' full dose records
+        (:meth:`DrugDriver.from_fit <pkpd.models.drivers.DrugDriver.from_fit>`). The
+        same ``mode`` applies (imputation ``m`` uses draw ``m`` of both fits).
     random_seed
         Seed of the draws picked and of each fit (imputation m uses seed + m).
     **fit_kwargs
@@ -1066,9 +1394,27 @@ def fit_sequential(
 
     if not isinstance(pd_model, TurnoverModel):
         raise OptionError(f"fit_sequential takes a TurnoverModel; got {type(pd_model).__name__}.")
+    if drug_fit is not None and pd_model.drug_drive is None:
+        raise OptionError(
+            "drug_fit= was given but the PD model has no drug effect: build it with "
+            "drug_drive='emax' or 'linear'."
+        )
+
+    def drivers(driver_mode, **kw):
+        if isinstance(ck_fit.model, TurnoverModel):
+            main = MarkerDriver.from_fit(ck_fit, driver_mode, **kw)
+        else:
+            main = CKDriver.from_fit(ck_fit, driver_mode, **kw)
+        drug = None
+        if drug_fit is not None:
+            drug = DrugDriver.from_fit(
+                drug_fit, driver_mode, doses=drug_doses, time_unit=pd_model.time_unit, **kw
+            )
+        return main, drug
+
     if mode in ("posterior_mean", "posterior_median"):
-        driver = CKDriver.from_fit(ck_fit, mode)
-        d = pd_model.prepare(data, driver=driver)
+        driver, drug = drivers(mode)
+        d = pd_model.prepare(data, driver=driver, drug_driver=drug)
         fit = pd_model.fit(d, random_seed=random_seed, check=check, **fit_kwargs)
         fit.info["driver"] = mode
         return fit
@@ -1079,8 +1425,8 @@ def fit_sequential(
     m_total = int(n_imputations)
     if m_total < 2:
         raise OptionError(f"mode='imputation' needs n_imputations >= 2; got {n_imputations}.")
-    driver = CKDriver.from_fit(ck_fit, "draws", n_draws=m_total, seed=random_seed)
-    d_all = pd_model.prepare(data, driver=driver)
+    driver, drug = drivers("draws", n_draws=m_total, seed=random_seed)
+    d_all = pd_model.prepare(data, driver=driver, drug_driver=drug)
     fits = []
     for m in range(m_total):
         d_m = _with_set(d_all, m)
@@ -1113,12 +1459,8 @@ def fit_sequential(
 
 
 def _with_set(d: ModelData, k: int) -> ModelData:
-    """A copy of ``d`` whose stored driver keeps parameter set ``k`` only."""
-    arrays = dict(d.arrays)
-    for name in ("ck_theta", "ck_dose_logw"):
-        dims, values = arrays[name]
-        arrays[name] = (dims, values[k : k + 1])
-    return ModelData(
+    """A copy of ``d`` whose stored drivers keep parameter set ``k`` only."""
+    out = ModelData(
         subjects=d.subjects,
         obs_subject=d.obs_subject,
         obs_time=d.obs_time,
@@ -1129,10 +1471,15 @@ def _with_set(d: ModelData, k: int) -> ModelData:
         obs_matrix=d.obs_matrix,
         matrices=d.matrices,
         covariates=d.covariates,
-        arrays=arrays,
+        arrays=dict(d.arrays),
         meta=dict(d.meta),
         excluded=d.excluded,
     )
+    for slot in ("driver", "drug"):
+        driver = load_driver(d, slot)
+        if driver is not None and driver.n_sets > 1:
+            store_driver(out, driver.select(k), slot)
+    return out
 
 
 def load_pooled(path) -> PopulationFit:

@@ -17,10 +17,29 @@ marker returns to baseline as the CAR cells contract (relapse). The solver is th
 of :mod:`pkpd.structural.turnover` (``effect="loss"``), the driver contract,
 hierarchy and M3 censoring those of :class:`~pkpd.models.pd.CytokinePD`.
 
-Not included: tumour regrowth beyond baseline, resistance, and a second drug
-effect (selinexor). A selinexor effect on the same marker would add a second drive
-:math:`K_S(t)` from the selinexor PK to :math:`1 + K + K_S`; pkpd does not fit
-it yet.
+Selinexor (or any drug with a population PK model) adds a second, additive killing
+:math:`K_{D,i}(t)` of the drug level :math:`C_{D,i}(t)` (``drug_drive="emax"`` or
+``"linear"``):
+
+.. math::
+
+    \frac{dM_i}{dt} = k_{\mathrm{out},i}\, BL_i
+        - k_{\mathrm{out},i}\,(1 + K_i(t) + K_{D,i}(t))\, M_i, \qquad
+    K_{D,i} = \frac{E_{\max,D}\, C_{D,i}(t)}{EC_{50,D} + C_{D,i}(t)}
+    \;\text{or}\; \mathrm{slope}_D\,\frac{C_{D,i}(t)}{C_{D,\mathrm{ref}}}.
+
+The drug level comes from a :class:`~pkpd.models.drivers.DrugDriver` (a SelinexorPK
+fit or stated PK parameters with the dose records; sequential) or from a PK block of a
+:class:`~pkpd.models.JointModel` (``drivers={"mprotein": ("kinetics", "sel")}``). By
+default it is the exact dosing-interval average concentration (``drug_level=
+"average"``, piecewise constant; weekly selinexor, half-life 6-8 h, on a marker with
+k = 0.117/day), or the concentration itself (``"concentration"``); see
+:mod:`pkpd.models.drivers` for the approximation and docs/models/pd.md for its
+measured error. Time units are converted (PK in hours, the marker in days, one clock
+origin); before the first dose the drug drive is 0, and subjects without any drug are
+handled by ``drug_missing`` (:class:`~pkpd.models.pd.TurnoverModel`).
+
+Not included: tumour regrowth beyond baseline and resistance.
 
 References
 ----------
@@ -95,6 +114,7 @@ class TumourMarker(TurnoverModel):
         \frac{dM}{dt} = k_\mathrm{out} BL - k_\mathrm{out}(1 + K(t))\,M, \quad
         M(t_0) = BL, \quad K(t) = \frac{E_{\max} C(t)}{EC_{50} + C(t)}
 
+    (:math:`+ K_D(t)`, a drug drive, with ``drug_drive=``: see the module docstring).
     Presets (:data:`TUMOUR_PRESETS`): ``"M_protein"`` (kout 0.117/day) and
     ``"sBCMA"`` (kout 0.7/day), both Singh et al. 2021; ``"BMPC"`` (bone-marrow
     plasma cells, weakly informative); ``None`` for generic priors. Parameters,
@@ -107,6 +127,14 @@ class TumourMarker(TurnoverModel):
     >>> from pkpd.models.tumour import TumourMarker
     >>> model = TumourMarker("M_protein", driver=CKDriver.from_fit(ck_fit))  # doctest: +SKIP
     >>> fit = model.fit(mprotein, random_seed=1)  # doctest: +SKIP
+
+    With selinexor killing (average concentration over each weekly interval):
+
+    >>> from pkpd.models import DrugDriver
+    >>> drug = DrugDriver.from_fit(sel_fit, doses=selinexor_doses)  # doctest: +SKIP
+    >>> model = TumourMarker(  # doctest: +SKIP
+    ...     "M_protein", driver=CKDriver.from_fit(ck_fit), drug_driver=drug, drug_drive="emax"
+    ... )
     """
 
     model_name = "TumourMarker"
