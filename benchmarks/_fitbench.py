@@ -24,6 +24,8 @@ from datetime import date
 
 import numpy as np
 
+from pkpd.models._sampling import population_rvs
+
 
 def population_names(var_names) -> list[str]:
     """Population parameters: typical values (latent ``mu_*``), BSV ``omega_*``, ``sigma``."""
@@ -99,7 +101,7 @@ def gradient_cost(model, n_evals: int, seed: int) -> dict:
     import nutpie
 
     t0 = time.perf_counter()
-    compiled = nutpie.compile_pymc_model(model)
+    compiled = nutpie.compile_pymc_model(model, jitter_rvs=population_rvs(model))
     compile_s = time.perf_counter() - t0
     fn = compiled.logp_func
     fn.trust_input = True

@@ -76,9 +76,12 @@ def convergence_table(dt) -> pd.DataFrame:
 
 
 def _worst(ds, pick):
-    """Worst value over every variable and element, and where it occurs."""
+    """Worst value over every variable and element, and where it occurs (variables in
+    name order, so ties such as ``mu_beta`` and its transform ``beta`` resolve the same
+    way whatever order a file stored them in)."""
     best_val, best_where = None, ""
-    for name, da in ds.data_vars.items():
+    for name in sorted(ds.data_vars):
+        da = ds[name]
         values = np.asarray(da, dtype=float)
         if values.size == 0 or np.all(np.isnan(values)):
             continue

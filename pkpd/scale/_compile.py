@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pkpd.models._sampling import population_rvs
+
 __all__ = ["CompileCache", "design_key", "isolate_process", "process_state"]
 
 #: one lock per process: PyTensor graph rewriting and compilation are not thread-safe
@@ -214,7 +216,7 @@ class CompileCache:
             why = f"reused: design {key[:12]} compiled earlier in this process"
             return Compiled(compiled, key, False, why, time.perf_counter() - t0)
         with pytensor.config.change_flags(numba__cache=bool(numba_cache)):
-            compiled = nutpie.compile_pymc_model(pm_model)
+            compiled = nutpie.compile_pymc_model(pm_model, jitter_rvs=population_rvs(pm_model))
         _STATE["compilations"] += 1
         if shared:
             reason = f"new design {key[:12]} in this process"
