@@ -48,12 +48,40 @@ long, with :math:`d_j = \ln E_{j+1} - \ln E_j`:
   :math:`|z_j| < 10^{-3}`.
 
 Then :math:`r(t_n) = e^{-\Lambda_n} + \sum_{j<n} e^{-(\Lambda_n - \Lambda_{j+1})} w_j`.
-Every exponent is :math:`\le 0`, so nothing overflows whatever :math:`k_\mathrm{out}`
-and the time span. The sum is evaluated without a scan in two vectorised levels:
-the intervals between consecutive requested points (each interval once, a
-``cumsum`` per subject, :math:`O(N)`) and the points of one subject (a small
-:math:`P \times P` lower-triangular matrix). Cost and gradient are therefore
-:math:`O(n_\mathrm{subj}(N + P^2))`, plain elementwise PyTensor operations.
+Every exponent below is :math:`\le 0`, so nothing overflows whatever
+:math:`k_\mathrm{out}` and the time span (:math:`\Lambda` reaches
+:math:`k_\mathrm{out} T`, thousands for IL-6 over a year; a factor
+:math:`e^{\Lambda}` would overflow). The PyTensor path evaluates the sum without a
+scan in two vectorised levels:
+
+1. *Segments.* The intervals between consecutive requested points, each once: with
+   :math:`n_p` the node of point :math:`p`,
+   :math:`S_p = \sum_{n_{p-1} \le j < n_p} e^{-(\Lambda_{n_p} - \Lambda_{j+1})} w_j`
+   (one ``cumsum`` per subject of terms referred to their own segment's end,
+   :math:`O(N)`).
+2. *Points.* :math:`y_p = y_0 e^{-\Lambda_{n_p}} + \sum_{q \le p}
+   e^{-(\Lambda_{n_p} - \Lambda_{n_q})} S_q`, the recurrence
+   :math:`y_p = e^{-(\Lambda_{n_p} - \Lambda_{n_{p-1}})} y_{p-1} + S_p` over the
+   :math:`P` points of a subject. Up to :math:`L = 8` points: one lower-triangular
+   :math:`P \times P` matrix. More (dense requests, e.g. a marker driving another
+   marker is evaluated at every node of the driven marker's grid): blocks of
+   :math:`L` points. Inside block :math:`b`, the block's own sources,
+   :math:`z_p = \sum_{q \in b,\, q \le p} e^{-(\Lambda_{n_p} - \Lambda_{n_q})} S_q`
+   (an :math:`L \times L` triangular matrix per block); the values at the block
+   ends, :math:`Y_b = e^{-(\Lambda_{e_b} - \Lambda_{e_{b-1}})} Y_{b-1} + z_{e_b}`, are
+   the same recurrence over :math:`\lceil P/L \rceil` values and are solved the same
+   way (recursively, down to at most :math:`L`); then
+   :math:`y_p = z_p + e^{-(\Lambda_{n_p} - \Lambda_{e_{b-1}})} Y_{b-1}` with
+   :math:`Y_{-1} = y_0`, :math:`\Lambda_{e_{-1}} = 0`. All exponents are
+   differences of a nondecreasing :math:`\Lambda`, later minus earlier, so
+   :math:`\le 0`; the result equals the :math:`P \times P` form to rounding.
+
+Cost and gradient are :math:`O(n_\mathrm{subj}(N + P L))`, i.e.
+:math:`O(n_\mathrm{subj} N)` (:math:`P \le N`), in plain elementwise PyTensor
+operations (the :math:`P \times P` form alone would be :math:`O(n_\mathrm{subj}(N +
+P^2))`). Measured (40 subjects, 291 nodes, compiled value and gradient): 0.7-1.1 ms
+at :math:`P = 11` either way; at :math:`P = 291`, 1.4-2.1 ms against 19-33 ms for
+the :math:`P \times P` form (production-loss).
 
 Accuracy, measured against ``solve_ivp`` (DOP853, rtol 1e-10, integrated piecewise
 between the kinks of the drive) in ``tests/structural/test_turnover.py``, for Stein
@@ -104,6 +132,8 @@ TINY = 1.0e-300
 _TOL = 1.0e-9
 #: below this |z| the interval weights use their Taylor series
 _Z_SMALL = 1.0e-3
+#: points per block of the PyTensor point-level sum (:func:`_decay_prefix`)
+_BLOCK = 8
 
 
 def log_drive(log_c, form, emax=None, ec50=None, slope=None, reference=1.0):
@@ -378,14 +408,47 @@ def turnover_log_ratio(grid: TurnoverGrid, log_e, kout, effect: str = "productio
     cum_slot = _gather(cum, srows, grid.slot_node, shape, xp)  # (..., n, P)
     seg = cum_slot - xp.concatenate([xp.zeros_like(cum_slot[..., :1]), cum_slot[..., :-1]], -1)
     lam_slot = _gather(lam, srows, grid.slot_node, shape, xp)  # (..., n, P)
-    lower = np.tril(np.ones((n_slots, n_slots), dtype=bool))
-    gap = lam_slot[..., :, None] - lam_slot[..., None, :]  # (..., n, P, P), >= 0 below diag
-    decay = xp.where(lower, xp.exp(-xp.where(lower, gap, 0.0)), 0.0)
-    y_slot = y0 * xp.exp(-lam_slot) + xp.sum(decay * seg[..., None, :], axis=-1)
+    y_slot = _decay_prefix(lam_slot, seg, y0, n_slots, xp)
     if effect == "loss":
         y_slot = y_slot + _gather(r_ss, srows, grid.slot_node, shape, xp)
     out = _gather(y_slot, grid.point_row, grid.point_slot, (n, n_slots), xp)
     return xp.log(out)
+
+
+def _decay_prefix(lam, src, y0, m: int, xp, block: int | None = None):
+    r""":math:`y_p = y_0 e^{-\Lambda_p} + \sum_{q \le p} e^{-(\Lambda_p - \Lambda_q)} s_q`
+    along the last axis (``m`` entries, :math:`\Lambda` nondecreasing), scan-free.
+
+    Up to ``block`` entries: one lower-triangular ``m x m`` matrix. More: blocks of
+    ``block`` entries (the last padded: :math:`\Lambda` repeated, :math:`s = 0`), a
+    triangular matrix inside each block, the block ends by the same recurrence on the
+    ``ceil(m/block)`` block-end values (recursively), and every entry as its in-block
+    sum plus the decayed value at the previous block end. Every exponent is
+    :math:`\le 0`; cost :math:`O(m \cdot block)`.
+    """
+    block = _BLOCK if block is None else block
+    if m <= block:
+        lower = np.tril(np.ones((m, m), dtype=bool))
+        gap = lam[..., :, None] - lam[..., None, :]  # (..., m, m), >= 0 below the diagonal
+        decay = xp.where(lower, xp.exp(-xp.where(lower, gap, 0.0)), 0.0)
+        return y0 * xp.exp(-lam) + xp.sum(decay * src[..., None, :], axis=-1)
+    nb = -(-m // block)
+    pad = np.minimum(np.arange(nb * block), m - 1)
+    real = np.arange(nb * block) < m
+    lead = lam.shape[:-1] if xp is np else [lam.shape[i] for i in range(lam.ndim - 1)]
+    lam_b = xp.take(lam, pad, axis=-1).reshape((*lead, nb, block))
+    src_b = xp.where(real, xp.take(src, pad, axis=-1), 0.0).reshape((*lead, nb, block))
+    lower = np.tril(np.ones((block, block), dtype=bool))
+    gap = lam_b[..., :, None] - lam_b[..., None, :]  # (..., nb, L, L)
+    decay = xp.where(lower, xp.exp(-xp.where(lower, gap, 0.0)), 0.0)
+    local = xp.sum(decay * src_b[..., None, :], axis=-1)  # (..., nb, L): from own block
+    lam_end = lam_b[..., -1]  # (..., nb)
+    y_end = _decay_prefix(lam_end, local[..., -1], y0, nb, xp, block)  # y at block ends
+    first = xp.zeros_like(lam_end[..., :1])
+    y_prev = xp.concatenate([y0 + first, y_end[..., :-1]], axis=-1)
+    lam_prev = xp.concatenate([first, lam_end[..., :-1]], axis=-1)
+    y_b = local + xp.exp(-(lam_b - lam_prev[..., None])) * y_prev[..., None]
+    return y_b.reshape((*lead, nb * block))[..., :m]
 
 
 def _recursion(grid: TurnoverGrid, dlam, w, y0, r_ss):
