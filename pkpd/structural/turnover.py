@@ -152,6 +152,12 @@ def log_drive(log_c, form, emax=None, ec50=None, slope=None, reference=1.0):
     """
     if form not in DRIVE_FORMS:
         raise OptionError(f"Unknown drive form {form!r}; use one of {DRIVE_FORMS}.")
+    # Python numbers as float64 arrays: PyTensor would make e.g. 3000.0 a float32
+    # constant (exactly representable), and log() of it float32 (~6e-8 relative error)
+    emax, ec50, slope, reference = (
+        np.asarray(v, dtype=np.float64) if isinstance(v, int | float) else v
+        for v in (emax, ec50, slope, reference)
+    )
     xp = namespace(log_c, emax, ec50, slope, reference)
     if form == "emax":
         return xp.log(emax) + log_c - xp.logaddexp(xp.log(ec50), log_c)

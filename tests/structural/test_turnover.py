@@ -288,3 +288,20 @@ def test_pytensor_matches_numpy_and_finite_differences(effect):
     )
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
     assert np.all(np.abs(grad) > 0)
+
+
+def test_log_drive_python_floats_stay_float64_in_pytensor():
+    """Python-number parameters (EC50 3000, a reference of 3.7) keep float64 precision in
+    the PyTensor graph (PyTensor would make them float32 constants): same as numpy."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    x = pt.dvector("x")
+    v = np.array([1.0, 8.0, 10.0])
+    for form, kw in (
+        ("emax", {"emax": 2.0, "ec50": 3e3}),
+        ("linear", {"slope": 2.0, "reference": 3.7}),
+        ("loglinear", {"slope": 0.5, "reference": 3.7}),
+    ):
+        f = pytensor.function([x], log_drive(x, form, **kw))
+        np.testing.assert_allclose(f(v), log_drive(v, form, **kw), rtol=1e-15, atol=0)
