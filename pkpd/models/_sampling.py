@@ -155,15 +155,18 @@ def population_rvs(model) -> set:
     ``benchmarks/ck_convergence.py`` (seeds 1:3) one chain of four held subject 22
     at Tmax 2.7 days for all its draws while the others sat at 11.3, a mode whose
     posterior mass is about 1e-19 by importance sampling under the true population
-    (docs/models/population.md). Individual effects (free variables with a
-    ``*subject`` dimension) therefore start at their initial value, the typical
-    subject, in every chain; the population parameters (``mu_*``, ``omega_*``,
-    ``sigma``, covariate effects) are still jittered, so chains start apart.
+    (docs/models/population.md). The standardised effects of a non-centred hierarchy
+    (free variables named ``z`` / ``<prefix>z`` with a ``*subject`` dimension) therefore
+    start at 0, the typical subject, in every chain; everything else is jittered as
+    before: the population parameters (``mu_*``, ``omega_*``, ``sigma``, covariate
+    effects), so chains start apart, and centred individual parameters (``phi``), which
+    start around the jittered typical values.
     """
     dims = getattr(model, "named_vars_to_dims", {}) or {}
     keep = set()
     for rv in model.free_RVs:
-        if not any(str(d).endswith("subject") for d in dims.get(rv.name, ()) or ()):
+        per_subject = any(str(d).endswith("subject") for d in dims.get(rv.name, ()) or ())
+        if not (per_subject and rv.name.endswith("z")):
             keep.add(rv)
     return keep
 
