@@ -164,6 +164,29 @@ def _model_from(spec: Mapping):
     return _MODELS[name].from_config(spec["config"])
 
 
+def _theta_arrays(theta: dict, prefix: str) -> dict:
+    """``ModelData.arrays`` entry of a driver's individual parameters ``(set, subject, p)``."""
+    names = list(theta)
+    stacked = np.stack([theta[k] for k in names], axis=-1)
+    return {f"{prefix}theta": ((f"{prefix}set", "subject", f"{prefix}parameter"), stacked)}
+
+
+def _model_meta(model, theta: dict, prefix: str) -> dict:
+    """``ModelData.meta`` entries naming a driver's model and its parameter order."""
+    return {
+        f"{prefix}model": {"model": model.model_name, "config": model.config()},
+        f"{prefix}parameters": list(theta),
+    }
+
+
+def _model_and_theta(d: ModelData, prefix: str):
+    """The model and ``{name: (set, subject) array}`` stored by the two functions above."""
+    model = _model_from(d.meta[f"{prefix}model"])
+    theta = np.asarray(d.arrays[f"{prefix}theta"][1], dtype=float)
+    names = d.meta[f"{prefix}parameters"]
+    return model, {k: theta[..., j] for j, k in enumerate(names)}
+
+
 def _latent_summary(params, theta: dict, mode: str) -> dict:
     """Posterior mean on each parameter's latent scale, or marginal medians; ``(1, n)``."""
     if mode == "posterior_mean":
@@ -630,13 +653,9 @@ class MarkerDriver(Driver):
 
     # -- storage ----------------------------------------------------------------------
     def to_arrays(self, prefix: str) -> dict:
-        names = list(self.theta)
         inner_arrays, _ = _store_nested(self.inner, f"{prefix}in_")
         return {
-            f"{prefix}theta": (
-                (f"{prefix}set", "subject", f"{prefix}parameter"),
-                np.stack([self.theta[k] for k in names], axis=-1),
-            ),
+            **_theta_arrays(self.theta, prefix),
             f"{prefix}driver_set": ((f"{prefix}set",), self.driver_set),
             f"{prefix}dose_time": (("subject", f"{prefix}infusion"), self.dose_time),
             f"{prefix}dose_active": (
@@ -649,8 +668,7 @@ class MarkerDriver(Driver):
     def to_meta(self, prefix: str) -> dict:
         _, inner_meta = _store_nested(self.inner, f"{prefix}in_")
         return {
-            f"{prefix}model": {"model": self.model.model_name, "config": self.model.config()},
-            f"{prefix}parameters": list(self.theta),
+            **_model_meta(self.model, self.theta, prefix),
             f"{prefix}unit": self.unit,
             f"{prefix}kink_nodes": self.kink_nodes,
             f"{prefix}source": self.source,
@@ -660,13 +678,11 @@ class MarkerDriver(Driver):
     @classmethod
     def from_arrays(cls, d: ModelData, prefix: str) -> MarkerDriver:
         meta = d.meta
-        model = _model_from(meta[f"{prefix}model"])
-        theta = np.asarray(d.arrays[f"{prefix}theta"][1], dtype=float)
-        names = meta[f"{prefix}parameters"]
+        model, theta = _model_and_theta(d, prefix)
         inner = _load(d, meta[f"{prefix}in_kind"], f"{prefix}in_")
         return cls(
             model,
-            {k: theta[..., j] for j, k in enumerate(names)},
+            theta,
             inner,
             d.arrays[f"{prefix}dose_time"][1],
             d.arrays[f"{prefix}dose_active"][1],
@@ -1227,12 +1243,8 @@ class DrugDriver(Driver):
 
     # -- storage ----------------------------------------------------------------------
     def to_arrays(self, prefix: str) -> dict:
-        names = list(self.theta)
         out = {
-            f"{prefix}theta": (
-                (f"{prefix}set", "subject", f"{prefix}parameter"),
-                np.stack([self.theta[k] for k in names], axis=-1),
-            ),
+            **_theta_arrays(self.theta, prefix),
             f"{prefix}present": (("subject",), self.present.astype(np.int8)),
         }
         for name, (dims, values) in self.d.arrays.items():
@@ -1244,8 +1256,7 @@ class DrugDriver(Driver):
         pk_meta = {k: self.d.meta[k] for k in ("routes", "time_unit", "conc_scale", "conc_floor")
                    if k in self.d.meta}  # fmt: skip
         return {
-            f"{prefix}model": {"model": self.model.model_name, "config": self.model.config()},
-            f"{prefix}parameters": list(self.theta),
+            **_model_meta(self.model, self.theta, prefix),
             f"{prefix}pk_meta": pk_meta,
             f"{prefix}level": self.level,
             f"{prefix}time_unit": self.time_unit,
@@ -1256,9 +1267,7 @@ class DrugDriver(Driver):
     @classmethod
     def from_arrays(cls, d: ModelData, prefix: str) -> DrugDriver:
         meta = d.meta
-        model = _model_from(meta[f"{prefix}model"])
-        theta = np.asarray(d.arrays[f"{prefix}theta"][1], dtype=float)
-        names = meta[f"{prefix}parameters"]
+        model, theta = _model_and_theta(d, prefix)
         tag = f"{prefix}pk_"
         arrays = {}
         for name, (dims, values) in d.arrays.items():
@@ -1268,7 +1277,7 @@ class DrugDriver(Driver):
         pk = _empty_data(d.subjects, arrays, meta[f"{prefix}pk_meta"])
         return cls(
             model,
-            {k: theta[..., j] for j, k in enumerate(names)},
+            theta,
             pk,
             present=np.asarray(d.arrays[f"{prefix}present"][1]).astype(bool),
             level=meta.get(f"{prefix}level", "average"),

@@ -73,6 +73,7 @@ from pkpd.models.drivers import (
     Driver,
     DrugDriver,
     MarkerDriver,
+    _empty_data,
     _SetDriver,
     load_driver,
     store_driver,
@@ -1202,7 +1203,7 @@ class TurnoverModel(PopulationModel):
             for p in params
         }
         times = np.asarray(times, dtype=float)
-        d = _bare_data(driver.ids)
+        d = _empty_data(driver.ids, {}, {})
         store_driver(d, driver)
         infusions = driver.infusions()
         if infusions is None:
@@ -1242,22 +1243,6 @@ class TurnoverModel(PopulationModel):
         if return_truth:
             return out, pd.DataFrame({"ID": driver.ids, **theta})
         return out
-
-
-def _bare_data(ids) -> ModelData:
-    ids = np.asarray(ids)
-    return ModelData(
-        subjects=ids,
-        obs_subject=np.zeros(0, np.int64),
-        obs_time=np.zeros(0),
-        obs_dv=np.zeros(0),
-        obs_blq=np.zeros(0, bool),
-        obs_lloq=np.zeros(0),
-        obs_row=np.zeros(0, np.int64),
-        obs_matrix=np.zeros(0, np.int64),
-        matrices=["all"],
-        covariates=pd.DataFrame(index=ids),
-    )
 
 
 @register
