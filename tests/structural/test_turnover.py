@@ -241,10 +241,12 @@ def test_bad_options():
         turnover_grid([0], [1.0], [0.0], step=0.0)
 
 
+@pytest.mark.parametrize("method", ["op", "graph"])
 @pytest.mark.parametrize("effect", ["production", "loss"])
-def test_pytensor_matches_numpy_and_finite_differences(effect):
-    """The scan-free PyTensor form equals the numpy recursion, and its gradient equals
-    central finite differences (w.r.t. log kout, log Emax, log EC50 of every subject)."""
+def test_pytensor_matches_numpy_and_finite_differences(effect, method):
+    """Both PyTensor forms (the fused Op and the scan-free graph) equal the numpy
+    recursion, and their gradients equal central finite differences (w.r.t. log kout,
+    log Emax, log EC50 of every subject)."""
     pytensor = pytest.importorskip("pytensor")
     pt = pytest.importorskip("pytensor.tensor")
 
@@ -260,7 +262,7 @@ def test_pytensor_matches_numpy_and_finite_differences(effect):
     x = pt.dvector("x")  # log kout, log Emax, log EC50 per subject
     lk, le, lc = x[:n], x[n : 2 * n], x[2 * n :]
     log_e = log_drive(log_c, "emax", emax=pt.exp(le)[:, None], ec50=pt.exp(lc)[:, None])
-    out = turnover_log_ratio(grid, log_e, pt.exp(lk)[:, None], effect)
+    out = turnover_log_ratio(grid, log_e, pt.exp(lk)[:, None], effect, method=method)
     weights = np.linspace(0.5, 1.5, len(times) * n)
     loss = pt.sum(out * weights)
     f = pytensor.function([x], [out, loss, pytensor.grad(loss, x)])
