@@ -443,6 +443,30 @@ class CellularKinetics(PopulationModel):
             lead = tuple(lp.shape[:-1]) if xp is np else ()
             return xp.exp(lp).reshape(lead + shape)
 
+        def log_grid(rows, times):
+            r""":math:`\ln C` on a PD solver grid, ``times`` ``(n, N)`` for the subjects
+            ``rows``: one fused Op for PyTensor parameters
+            (:func:`~pkpd.structural._stein_grid_op.ck_log_conc_grid`), the same
+            formula broadcast over nodes for numpy draws."""
+            rows = np.asarray(rows)
+            dose_time, active, log_rel = self._doses(d, rows)
+            exponent = extra["dose_exponent"]
+            xp = namespace(*theta.values())
+            if xp is np:
+                th = {k: np.asarray(v)[..., rows][..., None, None] for k, v in theta.items()}
+                log_w = np.asarray(exponent)[..., None, None, None] * log_rel[:, None, :]
+                return ck_log_conc(
+                    np.asarray(times, float)[..., None], dose_time[:, None, :], log_w,
+                    active[:, None, :], *self._stein_args(th),
+                )  # fmt: skip
+            from pkpd.structural._stein_grid_op import ck_log_conc_grid
+
+            th = {k: v[rows] for k, v in theta.items()}
+            return ck_log_conc_grid(
+                times, np.nan_to_num(dose_time), active, exponent * log_rel, *self._stein_args(th)
+            )
+
+        level.log_grid = log_grid
         return level
 
     def derived(self, theta, extra, d) -> dict[str, np.ndarray]:

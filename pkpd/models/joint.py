@@ -679,6 +679,9 @@ def _shifted(driver, positions: np.ndarray):
     def level(subject, time):
         return driver(positions[np.asarray(subject)], time)
 
+    log_grid = getattr(driver, "log_grid", None)
+    if log_grid is not None:
+        level.log_grid = lambda rows, times: log_grid(positions[np.asarray(rows)], times)
     return level
 
 

@@ -1068,6 +1068,11 @@ class TurnoverModel(PopulationModel):
     def _at_nodes(driver, rows, grid, theta):
         """The driver's level at every grid node, ``(..., n, N)``, and its namespace."""
         n, n_nodes = grid.times.shape
+        log_grid = getattr(driver, "log_grid", None)
+        if log_grid is not None:
+            log_level = log_grid(rows, grid.times)
+            xp = namespace(log_level, *theta.values())
+            return xp.maximum(log_level, np.log(TINY)), xp
         level = driver(np.repeat(rows, n_nodes), grid.times.ravel())
         xp = namespace(level, *theta.values())
         if xp is np:

@@ -47,6 +47,9 @@ below :math:`x = 10^{-2}`).
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numba as nb
 import numpy as np
 
@@ -56,10 +59,10 @@ __all__ = ["turnover_log_ratio_op"]
 
 #: as :data:`pkpd.structural.turnover._Z_SMALL`
 _Z_SMALL = 1.0e-3
-#: salt of PyTensor's on-disk cache key for the compiled Ops: bump it whenever the
-#: kernels' signatures or outputs change (PyTensor keys its numba cache on the Op
-#: class and props only, and would reuse a stale compiled function)
-_KERNEL_VERSION = 2
+#: salt of PyTensor's on-disk cache key for the compiled Ops (PyTensor keys its numba
+#: cache on the Op class and props only, and would serve a stale compiled function
+#: after the kernels change): this file's hash
+_KERNEL_VERSION = int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:15], 16)
 #: below this loss increment, phi'(x) by its series (the closed form cancels)
 _X_SMALL = 1.0e-2
 
