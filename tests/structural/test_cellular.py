@@ -740,7 +740,9 @@ def test_pytensor_default_linker_matches():
 
 @st.composite
 def stein_params(draw):
-    lag = draw(st.floats(0.0, 5.0))
+    # no lag, or one of at least 1e-6 d: a subnormal lag (hypothesis found 5e-324)
+    # makes the AUC over [0, lag] round to 0 and the strict-growth check meaningless
+    lag = draw(st.one_of(st.just(0.0), st.floats(1e-6, 5.0)))
     return dict(
         cmax=draw(st.floats(1.0, 1e7)),
         tmax=draw(st.floats(lag + 0.5, 30.0, exclude_min=True)),
