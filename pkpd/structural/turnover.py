@@ -167,6 +167,10 @@ def log_drive(log_c, form, emax=None, ec50=None, slope=None, reference=1.0):
     )
     xp = namespace(log_c, emax, ec50, slope, reference)
     if form == "emax":
+        if xp is not np and _per_row_2d(log_c, emax, ec50):
+            from pkpd.structural._drive_op import log_drive_emax_op
+
+            return log_drive_emax_op(log_c, emax, ec50)
         return xp.log(emax) + log_c - xp.logaddexp(xp.log(ec50), log_c)
     u = log_c - xp.log(reference)
     if form == "linear":
@@ -174,6 +178,18 @@ def log_drive(log_c, form, emax=None, ec50=None, slope=None, reference=1.0):
     low = u < -30.0
     safe = xp.where(low, 0.0, u)
     return xp.log(slope) + xp.where(low, u, xp.log(xp.logaddexp(0.0, safe)))
+
+
+def _per_row_2d(log_c, *params) -> bool:
+    """True for a PyTensor ``(n, N)`` level with per-row (``(n, 1)``, ``(n,)``-less)
+    or scalar parameters: the case of the fused drive Op (a PD grid in a model)."""
+    if getattr(log_c, "ndim", 0) != 2:
+        return False
+    for p in params:
+        shape = getattr(getattr(p, "type", None), "shape", np.shape(p))
+        if len(shape) > 2 or (len(shape) >= 1 and shape[-1] != 1):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
