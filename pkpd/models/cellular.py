@@ -352,8 +352,19 @@ class CellularKinetics(PopulationModel):
         return (*(th[n] for n in names), self._lag(th))
 
     def log_prediction(self, theta, extra, d, subject, time, matrix):
-        """``ln C`` at the given points: superposed infusions times the matrix scale."""
+        """``ln C`` at the given points: superposed infusions times the matrix scale.
+
+        For PyTensor parameters the points are laid out as one row per subject and
+        evaluated by the fused Op :func:`~pkpd.structural._stein_grid_op.ck_log_conc_grid`
+        (same value and gradient as the elementwise graph, without a per-point gather
+        of every individual parameter); numpy draws use the formula directly.
+        """
         xp = namespace(*theta.values())
+        if xp is not np:
+            return (
+                self._log_prediction_rows(theta, extra, d, subject, time)
+                + extra["log_matrix_scale"][np.asarray(matrix)]
+            )
         dose_time, active, log_rel = self._doses(d, subject)
         th = {k: v[..., subject][..., None] for k, v in theta.items()}
         exponent = extra["dose_exponent"]
@@ -367,6 +378,32 @@ class CellularKinetics(PopulationModel):
             *self._stein_args(th),
         )
         return log_c + extra["log_matrix_scale"][..., np.asarray(matrix)]
+
+    def _log_prediction_rows(self, theta, extra, d, subject, time):
+        """PyTensor ``ln C`` at flat points via a ``(subjects, points)`` layout."""
+        from pkpd.structural._stein_grid_op import ck_log_conc_grid
+
+        subject = np.asarray(subject, dtype=np.int64).ravel()
+        time = np.asarray(time, dtype=float).ravel()
+        rows, row_of = np.unique(subject, return_inverse=True)
+        counts = np.bincount(row_of, minlength=len(rows))
+        width = int(counts.max())
+        order = np.argsort(row_of, kind="stable")
+        slot = np.empty(len(subject), dtype=np.int64)
+        slot[order] = np.arange(len(subject)) - np.repeat(np.cumsum(counts) - counts, counts)
+        times = np.repeat(time[order][np.cumsum(counts) - counts][:, None], width, axis=1)
+        times[row_of, slot] = time  # padding repeats each row's first point (not used)
+        dose_time, active, log_rel = self._doses(d, rows)
+        every = len(rows) == d.n_subjects and np.array_equal(rows, np.arange(d.n_subjects))
+        th = theta if every else {k: v[rows] for k, v in theta.items()}
+        grid = ck_log_conc_grid(
+            times,
+            np.nan_to_num(dose_time),
+            active,
+            extra["dose_exponent"] * log_rel,
+            *self._stein_args(th),
+        )
+        return grid.reshape((-1,))[row_of * width + slot]
 
     #: exposures a joint model can hand to endpoint blocks (see :meth:`exposure_tensors`)
     joint_exposures = ("Cmax", "AUC0_28", "AUC0_90")

@@ -421,6 +421,10 @@ def turnover_log_ratio(
         from pkpd.structural._turnover_op import turnover_log_ratio_op
 
         return turnover_log_ratio_op(grid, log_e, kout, effect)
+    if xp is not np:
+        # the grid fixes the last two dimensions: state them (with an unknown static
+        # shape, PyTensor 3.3's rewrites of the "loss" graph slice r_ss to width 0)
+        log_e = xp.specify_shape(log_e, (*[None] * (log_e.ndim - 2), *grid.times.shape))
     h = np.diff(grid.times, axis=-1)  # (n, N-1), > 0
     e = xp.exp(log_e)
     e_lo, e_hi = e[..., :-1], e[..., 1:]
