@@ -49,10 +49,13 @@ N_SUBJECTS = 40
 #: the late peaks of Stein's Tmax BSV (omega 0.62: 5 % of peaks after day 26) fall
 #: between samples a week apart, not between day 28 and day 90
 CK_TIMES = (1, 3, 5, 7, 9, 11, 14, 17, 21, 28, 35, 42, 56, 90, 180, 365)
-#: IL-6 solver grid step (days): 0.25 d changes ln IL-6 by at most 0.009 against a
-#: 0.01 d grid (40 subjects, days 0-60), small beside the residual SD 0.3, at 40 % of
-#: the gradient cost of the default 0.1 d step
-IL6_GRID = {"step": 0.25}
+#: IL-6 solver grid (days): 0.25-day steps for 14 days after the infusion (expansion and
+#: the typical peak), then steps growing by 0.1 day per day. Against a 0.01-day grid,
+#: ln IL-6 at the samples differs by at most 0.023 over 400 simulated subjects (0.0066
+#: over 40), the same as a uniform 0.25-day grid (the largest errors are in the
+#: expansion), small beside the residual SD 0.3; 79 nodes per subject instead of 113
+#: (uniform 0.25) or 281 (the default 0.1-day step)
+IL6_GRID = {"step": 0.25, "window": 14.0, "growth": 0.1}
 IL6_TIMES = (0.5, 1, 2, 4, 7, 10, 14, 17, 21, 28)
 IL6_TRUE = {"EC50": 2000.0}
 BOR_TRUE = {"b_Cmax": 0.8}
@@ -91,6 +94,26 @@ def virtual_trial(seed: int):
         "bor": bor.drop(columns=["Cmax"]),
         "pfs": pfs.drop(columns=["Cmax"]),
     }, truth
+
+
+def grid_error(seed: int, n: int = N_SUBJECTS) -> float:
+    """Largest |ln IL-6| difference at the samples between IL6_GRID and a 0.01-day grid,
+    noise-free, for ``n`` subjects simulated as in :func:`virtual_trial`."""
+    from pkpd.models import CellularKinetics, CytokinePD
+    from pkpd.models.pd import CKDriver
+
+    _, truth = CellularKinetics().simulate(
+        n, times=CK_TIMES, lloq=100.0, seed=np.random.default_rng(seed), return_truth=True
+    )
+    driver = CKDriver.from_parameters(truth)
+
+    def log_il6(grid):
+        df = CytokinePD("IL6", grid=grid).simulate(
+            driver, IL6_TIMES, typical=IL6_TRUE, sigma=1e-12, lloq=1e-9, seed=seed
+        )
+        return np.log(df["DV"].to_numpy())
+
+    return float(np.max(np.abs(log_il6(IL6_GRID) - log_il6({"step": 0.01}))))
 
 
 def make_joint():
@@ -178,6 +201,8 @@ def main(argv=None) -> int:
         f"({data['pfs'].EVENT.mean():.0%} events); {args.chains} chains x {args.draws} "
         f"draws, {args.tune} tune\n"
     )
+    err = grid_error(args.seed)
+    print(f"IL-6 solver grid {IL6_GRID}: max |ln IL-6 - ln IL-6 (0.01-day grid)| {err:.4f}\n")
     print(f"wall {wall:.1f} s = compile {fit.info['compile_s']:.1f} s + sampling "
           f"{fit.info['sample_s']:.1f} s + the rest")  # fmt: skip
     print(f"divergences {diag['divergences']}, max r_hat {diag['r_hat_max_all']:.3f} "
@@ -202,6 +227,8 @@ def main(argv=None) -> int:
                 "quick": args.quick,
                 "blocks": list(joint.blocks),
                 "wall_s": wall,
+                "il6_grid": IL6_GRID,
+                "il6_grid_max_log_error": err,
                 "compile_s": fit.info["compile_s"],
                 "sample_s": fit.info["sample_s"],
                 "diagnostics": diag,
