@@ -502,6 +502,32 @@ MP_TIMES = np.array([0.0, 14, 28, 42, 56, 84, 112, 140, 168, 224, 280, 336, 364]
 FIT = {"draws": 300, "tune": 300, "chains": 2, "random_seed": 13}
 
 
+def mp_cohort(car_table, pk_table, amounts, n_weeks, sigma, rng, *, times=None, truth=None,
+              omega=None):  # fmt: skip
+    """Simulated M-protein of a CAR-T + weekly selinexor cohort (from day 28), from the
+    ODE reference with the interval-average linear drug drive: returns the individual
+    M-protein parameters, the data and the selinexor dose records. ``times``,
+    ``truth``, ``omega`` default to this module's MP_TIMES, MP_TRUTH, MP_OMEGA."""
+    times = MP_TIMES if times is None else times
+    truth = MP_TRUTH if truth is None else truth
+    omega = MP_OMEGA if omega is None else omega
+    n = len(car_table)
+    ind = {k: v * np.exp(omega.get(k, 0.0) * rng.standard_normal(n)) for k, v in truth.items()}
+    rows, dose_rows = [], []
+    for i, rec in enumerate(car_table.itertuples()):
+        doses = weekly(28, n_weeks, float(amounts[i]))
+        dose_rows.append(records(doses, ids=(rec.ID,)))
+        car = {v: getattr(rec, k) for k, v in STEIN_COLUMNS.items()} | {"lag": 0.0}
+        mp = {k: v[i] for k, v in ind.items()}
+        ref = _reference_marker(
+            times, doses, mp, {"slope_drug": mp["slope_drug"]}, "average", car=car,
+            pk=pk_table.iloc[i][list(PK)].to_dict(),
+        )  # fmt: skip
+        dv = ref * np.exp(sigma * rng.standard_normal(len(times)))
+        rows.append(pd.DataFrame({"ID": rec.ID, "TIME": times, "DV": dv}))
+    return ind, pd.concat(rows, ignore_index=True), pd.concat(dose_rows, ignore_index=True)
+
+
 @pytest.mark.slow
 def test_slope_drug_recovery():
     """20 subjects (CAR-T day 0; 20 or 40 mg selinexor weekly from day 28 for 48 weeks,
@@ -516,23 +542,9 @@ def test_slope_drug_recovery():
     rng = np.random.default_rng(32)
     pk = pd.DataFrame({"ID": table["ID"], **{k: v * np.exp(0.3 * rng.standard_normal(n))
                                              for k, v in PK.items()}})  # fmt: skip
-    ind = {
-        k: v * np.exp(MP_OMEGA.get(k, 0.0) * rng.standard_normal(n)) for k, v in MP_TRUTH.items()
-    }
-    rows, dose_rows = [], []
-    for i, rec in enumerate(table.itertuples()):
-        doses = weekly(28, 48, 20.0 if i % 2 else 40.0)
-        dose_rows.append(records(doses, ids=(rec.ID,)))
-        car = {v: getattr(rec, k) for k, v in STEIN_COLUMNS.items()} | {"lag": 0.0}
-        mp = {k: v[i] for k, v in ind.items()}
-        ref = _reference_marker(
-            MP_TIMES, doses, mp, {"slope_drug": mp["slope_drug"]}, "average", car=car,
-            pk=pk.iloc[i][list(PK)].to_dict(),
-        )  # fmt: skip
-        dv = ref * np.exp(0.15 * rng.standard_normal(len(MP_TIMES)))
-        rows.append(pd.DataFrame({"ID": rec.ID, "TIME": MP_TIMES, "DV": dv}))
-    data = pd.concat(rows, ignore_index=True)
-    drug = DrugDriver.from_parameters(pk, pd.concat(dose_rows, ignore_index=True))
+    amounts = np.where(np.arange(n) % 2, 20.0, 40.0)
+    ind, data, dose_records = mp_cohort(table, pk, amounts, 48, 0.15, rng)
+    drug = DrugDriver.from_parameters(pk, dose_records)
     model = TumourMarker(
         "M_protein", driver=CKDriver.from_parameters(table), drug_driver=drug,
         drug_drive="linear", grid={"step": 0.2}, centered=["BL"],

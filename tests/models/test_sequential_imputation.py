@@ -47,7 +47,7 @@ from pkpd.models import (
 )
 from pkpd.models.drivers import load_driver
 from pkpd.models.pd import PooledFit, _with_set
-from tests.models.test_drug_driver import PK, STEIN_COLUMNS, _reference_marker, records, weekly
+from tests.models.test_drug_driver import PK, mp_cohort
 from tests.models.test_marker_driver import CRP_TRUTH, OMEGA, _chain_cohort
 
 M = 3
@@ -209,24 +209,10 @@ def mp_fits():
     pk_data, pk_truth = SelinexorPK(covariates=[]).simulate(
         n, doses=first, times=PK_TIMES_H, typical=PK, seed=43, return_truth=True
     )
-    rng = np.random.default_rng(42)
-    ind = {
-        k: v * np.exp(MP_OMEGA.get(k, 0.0) * rng.standard_normal(n)) for k, v in MP_TRUTH.items()
-    }
-    rows, dose_rows = [], []
-    for i, rec in enumerate(ck_truth.itertuples()):
-        doses = weekly(28, N_WEEKS, amt[i])
-        dose_rows.append(records(doses, ids=(rec.ID,)))
-        car = {v: getattr(rec, k) for k, v in STEIN_COLUMNS.items()} | {"lag": 0.0}
-        mp = {k: v[i] for k, v in ind.items()}
-        ref = _reference_marker(
-            MP_TIMES, doses, mp, {"slope_drug": mp["slope_drug"]}, "average", car=car,
-            pk=pk_truth.iloc[i][list(PK)].to_dict(),
-        )  # fmt: skip
-        dv = ref * np.exp(MP_SIGMA * rng.standard_normal(len(MP_TIMES)))
-        rows.append(pd.DataFrame({"ID": rec.ID, "TIME": MP_TIMES, "DV": dv}))
-    mp_data = pd.concat(rows, ignore_index=True)
-    drug_doses = pd.concat(dose_rows, ignore_index=True)
+    ind, mp_data, drug_doses = mp_cohort(
+        ck_truth, pk_truth, amt, N_WEEKS, MP_SIGMA, np.random.default_rng(42), times=MP_TIMES,
+        truth=MP_TRUTH, omega=MP_OMEGA,
+    )  # fmt: skip
     ck_fit = _stated_ck_fit(ck_data, ck_truth, FIT["draws"], seed=44)
     model = TumourMarker("M_protein", drug_drive="linear", grid={"step": 0.2}, centered=["BL"])
     with warnings.catch_warnings():

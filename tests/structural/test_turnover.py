@@ -241,6 +241,16 @@ def test_bad_options():
         turnover_grid([0], [1.0], [0.0], step=0.0)
 
 
+def weighted_central_differences(f, x0, weights, eps=1e-6):
+    """Central differences of ``sum(f(x) * weights)`` along every coordinate of ``x0``."""
+    return np.array(
+        [
+            (np.sum(f(x0 + eps * u) * weights) - np.sum(f(x0 - eps * u) * weights)) / (2 * eps)
+            for u in np.eye(len(x0))
+        ]
+    )
+
+
 @pytest.mark.parametrize("method", ["op", "graph"])
 @pytest.mark.parametrize("effect", ["production", "loss"])
 def test_pytensor_matches_numpy_and_finite_differences(effect, method):
@@ -280,14 +290,7 @@ def test_pytensor_matches_numpy_and_finite_differences(effect, method):
         return turnover_log_ratio(grid, e, np.exp(v[:n])[:, None], effect)  # fmt: skip
 
     np.testing.assert_allclose(value, numpy_out(x0), rtol=1e-11, atol=1e-12)
-    eps = 1e-6
-    fd = np.array(
-        [
-            (np.sum(numpy_out(x0 + eps * u) * weights) - np.sum(numpy_out(x0 - eps * u) * weights))
-            / (2 * eps)
-            for u in np.eye(len(x0))
-        ]
-    )
+    fd = weighted_central_differences(numpy_out, x0, weights)
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
     assert np.all(np.abs(grad) > 0)
 

@@ -16,6 +16,7 @@ import pytest
 import pkpd.structural.turnover as turnover
 from pkpd.structural.cellular import ck_log_conc
 from pkpd.structural.turnover import log_drive, turnover_grid, turnover_log_ratio
+from tests.structural.test_turnover import weighted_central_differences
 
 pytensor = pytest.importorskip("pytensor")
 pt = pytest.importorskip("pytensor.tensor")
@@ -117,13 +118,6 @@ def test_blocked_gradient_matches_finite_differences(kout, effect):
     """Dense points (blocked, two levels): gradient = central differences of numpy."""
     _, x0, weights, numpy_out, compiled = _case(True, kout, effect)
     _, grad = compiled()(x0)
-    eps = 1e-6
-    fd = np.array(
-        [
-            (np.sum(numpy_out(x0 + eps * u) * weights) - np.sum(numpy_out(x0 - eps * u) * weights))
-            / (2 * eps)
-            for u in np.eye(len(x0))
-        ]
-    )
+    fd = weighted_central_differences(numpy_out, x0, weights)
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6)
     assert np.all(np.abs(grad) > 0)
