@@ -44,6 +44,7 @@ from scipy.special import expit, logit
 from pkpd.errors import OptionError
 from pkpd.models._data import ModelData
 from pkpd.models._priors import CovariateEffect, Prior
+from pkpd.models._residual import Proportional
 
 __all__ = ["PopulationModel", "StructuralParameter"]
 
@@ -162,6 +163,8 @@ class PopulationModel:
         self.columns = dict(columns or {})
         self.time_unit = time_unit
         self.conc_unit = conc_unit
+        #: residual error model (:mod:`pkpd.models._residual`)
+        self.residual = Proportional()
 
     # -- what a subclass provides -------------------------------------------------
     def structural_parameters(self) -> list[StructuralParameter]:
@@ -383,8 +386,7 @@ class PopulationModel:
             )
         extra = {**self.extra_variables(d), **extra_inputs}
         log_f = self.log_prediction(theta, extra, d, d.obs_subject, d.obs_time, d.obs_matrix)
-        sigma = self.priors["sigma"].create(v("sigma"))
-        self._likelihood(d, log_f, sigma, v)
+        self.residual.add_likelihood(d, log_f, self.priors, v)
         return {"theta": theta, "extra": extra, "log_f": log_f}
 
     def _centred_etas(self, latent):
@@ -412,43 +414,6 @@ class PopulationModel:
                 cols[b] = z[:, j] * omegas[b]
         eta = pt.stack([cols[b] for b in self.bsv], axis=1)
         return pm.Deterministic(v("eta"), eta, dims=(v("subject"), v("eta_parameter")))
-
-    @staticmethod
-    def _likelihood(d: ModelData, log_f, sigma, v=str):
-        r"""Log-normal residual error; BLQ records left-censored at their LLOQ (M3).
-
-        Quantified records: ``ln_dv ~ Normal(ln f, sigma)``. BLQ records:
-        ``ln_lloq ~ Censored(Normal(ln f, sigma), lower=ln LLOQ)``, whose log
-        likelihood is :math:`\ln\Phi((\ln\mathrm{LLOQ} - \ln f)/\sigma)`. Two terms,
-        so the normal CDF is evaluated only where it is needed. The observed values
-        are ``pm.Data`` (``ln_dv_data``, ``ln_lloq_data``), so a compiled model can be
-        fed another replicate of the same design (:func:`pkpd.fit_many`).
-        """
-        import pymc as pm
-
-        quant = np.flatnonzero(~d.obs_blq)
-        blq = np.flatnonzero(d.obs_blq)
-        model = pm.modelcontext(None)
-        if len(quant):
-            model.add_coord(v("obs_quantified"), quant)
-            pm.Normal(
-                v("ln_dv"),
-                mu=log_f[quant],
-                sigma=sigma,
-                observed=pm.Data(v("ln_dv_data"), np.log(d.obs_dv[quant])),
-                dims=v("obs_quantified"),
-            )
-        if len(blq):
-            model.add_coord(v("obs_blq"), blq)
-            log_lloq = pm.Data(v("ln_lloq_data"), np.log(d.obs_lloq[blq]))
-            pm.Censored(
-                v("ln_lloq"),
-                pm.Normal.dist(mu=log_f[blq], sigma=sigma),
-                lower=log_lloq,
-                upper=None,
-                observed=log_lloq,
-                dims=v("obs_blq"),
-            )
 
     # -- fitting ----------------------------------------------------------------------
     def fit(
