@@ -600,6 +600,43 @@ class EndpointFit(ConvergenceChecks):
                 )
         raise OptionError(f"kind must be 'prior' or 'posterior', got {kind!r}.")
 
+    def log_likelihood(self, by: str = "subject") -> xr.DataArray:
+        r"""Log-likelihood of each subject's outcome for every posterior draw.
+
+        :math:`\ell_i^{(s)} = \ln p(y_i \mid \theta^{(s)})`, one outcome per subject
+        (so ``"observation"`` is the same as ``"subject"``), evaluated by PyMC
+        (:func:`pymc.compute_log_likelihood`) on the rebuilt model and summed over the
+        model's observed variables. Dims ``chain, draw, subject``; for
+        :func:`pkpd.compare` and :meth:`loo` (Vehtari, Gelman & Gabry, *Stat Comput*
+        2017;27:1413-1432).
+        """
+        import pymc as pm
+
+        if by not in ("subject", "observation"):
+            raise OptionError(f"by must be 'subject' or 'observation', got {by!r}.")
+        model = self.model.build_model(self.data)
+        ll = pm.compute_log_likelihood(
+            self.datatree, model=model, extend_inferencedata=False, progressbar=False
+        )
+        total = 0.0
+        for da in ll.data_vars.values():
+            extra = [dim for dim in da.dims if dim not in ("chain", "draw")]
+            values = np.asarray(da.transpose("chain", "draw", *extra))
+            total = total + values.reshape(*values.shape[:2], -1)
+        post = self.posterior
+        return xr.DataArray(
+            total,
+            dims=("chain", "draw", "subject"),
+            coords={"chain": post["chain"], "draw": post["draw"], "subject": self.data.subjects},
+            name="outcome",
+        )
+
+    def loo(self, by: str = "subject"):
+        """PSIS-LOO leaving one subject out (see :func:`pkpd.models.compare.loo`)."""
+        from pkpd.models.compare import loo
+
+        return loo(self, by=by)
+
     def save(self, path) -> Path:
         """Write posterior, sample stats, config and the subject table (netCDF)."""
         path = Path(path)

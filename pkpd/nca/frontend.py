@@ -601,6 +601,30 @@ class NCAResult:
 
         write_csv_atomic(self.wide if wide else self.long, path)
 
+    def to_pp(self, studyid: str, *, analyte=None, specimen=None, path=None) -> pd.DataFrame:
+        """The results as the CDISC SDTM PP domain (see :func:`pkpd.nca.cdisc.pp_table`);
+        with ``path``, also written atomically as CSV."""
+        from pkpd.nca.cdisc import pp_table
+
+        pp = pp_table(self, studyid, analyte=analyte, specimen=specimen)
+        if path is not None:
+            from pkpd.io import write_csv_atomic
+
+            write_csv_atomic(pp, path)
+        return pp
+
+    def to_adpp(self, studyid: str, *, analyte=None, specimen=None, path=None) -> pd.DataFrame:
+        """The results as an ADaM ADPP dataset (see :func:`pkpd.nca.cdisc.adpp_table`);
+        with ``path``, also written atomically as CSV."""
+        from pkpd.nca.cdisc import adpp_table
+
+        adpp = adpp_table(self, studyid, analyte=analyte, specimen=specimen)
+        if path is not None:
+            from pkpd.io import write_csv_atomic
+
+            write_csv_atomic(adpp, path)
+        return adpp
+
     def __repr__(self) -> str:
         n = len(self.intervals["group"])
         return (
