@@ -2,7 +2,8 @@
 
 The public API is re-exported here explicitly. Importing :mod:`pkpd` (or
 :mod:`pkpd.nca`) does not import PyMC or Dask: :func:`fit_many`,
-:func:`recovery_study` and :func:`sbc` (from :mod:`pkpd.scale`) load on first use.
+:func:`recovery_study` and :func:`sbc` (from :mod:`pkpd.scale`) and :func:`compare`
+(from :mod:`pkpd.models`) load on first use.
 """
 
 from pkpd._version import __version__
@@ -28,6 +29,7 @@ __all__ = [
     "PKPDError",
     "PKPDWarning",
     "__version__",
+    "compare",
     "fit_many",
     "load_example",
     "nca",
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 _SCALE = ("fit_many", "recovery_study", "sbc")
+_MODELS = ("compare",)
 
 
 def __getattr__(name):
@@ -46,4 +49,8 @@ def __getattr__(name):
         import pkpd.scale
 
         return getattr(pkpd.scale, name)
+    if name in _MODELS:
+        import pkpd.models
+
+        return getattr(pkpd.models, name)
     raise AttributeError(f"module 'pkpd' has no attribute {name!r}")

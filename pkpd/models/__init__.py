@@ -14,6 +14,7 @@ needs it.
   drug (:class:`DrugDriver`: selinexor on a tumour marker);
 - :class:`JointModel`: kinetics, PD and endpoints in one hierarchical model;
 - :class:`BLRM`: dose escalation with overdose control (study B);
+- :func:`compare`: PSIS-LOO comparison of fits, leaving one subject out;
 - :class:`Prior`, :class:`CovariateEffect`: configuration with sources.
 """
 
@@ -25,6 +26,7 @@ from pkpd.models._fit import PopulationFit, load
 from pkpd.models._priors import CovariateEffect, Prior
 from pkpd.models.blrm import BLRM, BLRMFit, DoseRecommendation, OperatingCharacteristics, load_blrm
 from pkpd.models.cellular import STEIN_2019, CellularKinetics
+from pkpd.models.compare import compare
 from pkpd.models.drivers import DrugDriver, MarkerDriver
 from pkpd.models.joint import JointFit, JointModel
 from pkpd.models.pd import (
@@ -105,6 +107,7 @@ __all__ = [
     "WeibullTTE",
     "ae_incidence",
     "allometric",
+    "compare",
     "conc_scale",
     "dor_table",
     "fit_sequential",

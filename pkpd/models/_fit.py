@@ -500,6 +500,87 @@ class PopulationFit(ConvergenceChecks):
             )
         return pd.DataFrame(rows).set_index("parameter")
 
+    # -- predictive accuracy ----------------------------------------------------------
+    def log_likelihood(self, by: str = "subject", *, chunk: int = 500) -> xr.DataArray:
+        r"""Pointwise log-likelihood of every posterior draw, on the natural DV scale.
+
+        For draw :math:`s`, observation :math:`j` of subject :math:`i` with prediction
+        :math:`f_{ij}^{(s)}` (the model's :meth:`~PopulationModel.log_prediction` at the
+        draw's individual parameters) the residual error model
+        (:attr:`PopulationModel.residual <pkpd.models.PopulationModel>`) gives
+        :math:`\ell_{ij}^{(s)} = \ln p(y_{ij} \mid \theta_i^{(s)}, \sigma^{(s)})`: the log
+        density of the DV (concentration unit\ :sup:`-1`) when quantified, the log
+        probability :math:`\ln P(y_{ij} < \mathrm{LLOQ}_{ij})` when BLQ (M3). For the
+        proportional model
+
+        .. math::
+
+            \ell_{ij}^{(s)} = \ln\phi\!\left(\frac{\ln y_{ij} - \ln f_{ij}^{(s)}}
+                {\sigma^{(s)}}\right) - \ln\sigma^{(s)} - \ln y_{ij}.
+
+        ``by="subject"`` sums over each subject's observations,
+        :math:`\ell_i^{(s)} = \sum_j \ell_{ij}^{(s)}`: the likelihood of leaving one
+        subject out, the unit of out-of-sample prediction of a hierarchical model
+        (Vehtari, Gelman & Gabry 2017, sec. 4.3). Nothing is stored: it is recomputed
+        from the posterior, so a saved and reloaded fit gives the same values.
+
+        Parameters
+        ----------
+        by
+            ``"subject"`` (dims ``chain, draw, subject``; subjects without observations
+            are left out) or ``"observation"`` (dims ``chain, draw, obs``, with the
+            coords ``ID``, ``TIME``, ``BLQ`` and ``MATRIX`` along ``obs``).
+        chunk
+            Draws evaluated at once (bounds the memory of the prediction).
+
+        Returns
+        -------
+        DataArray named ``"DV"``.
+
+        References
+        ----------
+        Vehtari A, Gelman A, Gabry J. Practical Bayesian model evaluation using
+        leave-one-out cross-validation and WAIC. *Stat Comput* 2017;27:1413-1432.
+        """
+        if by not in ("subject", "observation"):
+            raise OptionError(f"by must be 'subject' or 'observation', got {by!r}.")
+        d = self.data
+        post = self.posterior
+        n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+        draws = self.draws()
+        total = n_chain * n_draw
+        out = np.empty((total, d.n_obs))
+        for start in range(0, total, max(int(chunk), 1)):
+            part = {k: v[start : start + chunk] for k, v in draws.items()}
+            log_f = self._log_pred(part, self._theta(part), d.obs_subject, d.obs_time, d.obs_matrix)
+            out[start : start + chunk] = self.model.residual.log_density(d, log_f, part)
+        coords = {"chain": post["chain"].to_numpy(), "draw": post["draw"].to_numpy()}
+        if by == "observation":
+            obs = d.observations()
+            coords["obs"] = np.arange(d.n_obs)
+            for col in ("ID", "TIME", "BLQ", "MATRIX"):
+                coords[col] = ("obs", obs[col].to_numpy())
+            values = out.reshape(n_chain, n_draw, d.n_obs)
+            return xr.DataArray(values, dims=("chain", "draw", "obs"), coords=coords, name="DV")
+        order = np.argsort(d.obs_subject, kind="stable")
+        counts = np.bincount(d.obs_subject, minlength=d.n_subjects)
+        present = np.flatnonzero(counts)
+        starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
+        summed = np.add.reduceat(out[:, order], starts, axis=1)
+        coords["subject"] = d.subjects[present]
+        values = summed.reshape(n_chain, n_draw, len(present))
+        return xr.DataArray(values, dims=("chain", "draw", "subject"), coords=coords, name="DV")
+
+    def loo(self, by: str = "subject"):
+        """PSIS-LOO of this fit, leaving one subject (or observation) out.
+
+        See :func:`pkpd.models.compare.loo`; warns (:class:`~pkpd.PKPDWarning`)
+        naming the subjects whose Pareto :math:`\\hat k` exceeds 0.7.
+        """
+        from pkpd.models.compare import loo
+
+        return loo(self, by=by)
+
     # -- plots ------------------------------------------------------------------------
     def plot_gof(self, **kwargs):
         from pkpd.models.plots import plot_gof
