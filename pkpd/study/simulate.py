@@ -92,6 +92,8 @@ from pkpd.io import atomic_path, write_csv_atomic
 from pkpd.study.spec import (
     _DEFAULT_COLUMNS,
     IMWG,
+    MAX_EVENT_ROWS,
+    MAX_SUBJECTS_PER_ARM,
     EndpointSpec,
     SpecError,
     StudySpec,
@@ -258,7 +260,30 @@ def simulate_trial(spec, seed: int = 0, *, subjects: int | None = None) -> Virtu
         isinstance(subjects, bool) or not isinstance(subjects, int | np.integer) or subjects < 1
     ):
         raise OptionError(f"subjects (per arm) must be a positive integer, got {subjects!r}.")
+    if subjects is not None:
+        if subjects > MAX_SUBJECTS_PER_ARM:
+            raise OptionError(
+                f"subjects={subjects} per arm: at most {MAX_SUBJECTS_PER_ARM} (--subjects)."
+            )
+        rows = spec.event_rows(int(subjects))
+        if rows > MAX_EVENT_ROWS:
+            raise OptionError(
+                f"subjects={subjects} per arm would make {rows:,} event rows (more than "
+                f"{MAX_EVENT_ROWS:,}); give fewer subjects (--subjects)."
+            )
     return _Simulation(spec, int(seed), subjects).run()
+
+
+def _check_finite(frame: pd.DataFrame, name: str, column: str = "DV") -> None:
+    """Simulated values must be finite: an overflow means the truth is impossible."""
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) & ~np.isnan(values)
+    if bad.any():
+        raise SpecError(
+            f"models.{name}.truth: {int(bad.sum())} simulated value(s) overflow to infinity; "
+            f"the typical values, omega or sigma of models.{name}.truth are too large "
+            "(sigma is the SD of ln DV)."
+        )
 
 
 def _round_sig(values: np.ndarray, digits: int) -> np.ndarray:
@@ -387,6 +412,7 @@ class _Simulation:
                 return_truth=True,
             )
             sim = sim[sim["EVID"] == 0].copy()
+            _check_finite(sim, name)
             sim["ID"] = ids[sim["ID"].to_numpy() - 1]
             sim["TIME"] = sim["TIME"].to_numpy() / f
             parts = []
@@ -605,6 +631,7 @@ class _Simulation:
                 return_truth=True,
             )
             obs = sim[sim["EVID"] == 0][["ID", "TIME", "DV"]].rename(columns={"TIME": "TIME_M"})
+            _check_finite(obs, name)
             merged = samples.merge(obs, on=["ID", "TIME_M"], how="inner", validate="one_to_one")
             for s in samplings:
                 part = merged[merged["SAMPLING"] == s.name]
@@ -708,6 +735,7 @@ class _Simulation:
                 return_truth=True,
             )
             sim = sim.assign(TIME=sim["TIME"] / f)
+            _check_finite(sim, name)
             for s in samplings:
                 want = np.asarray(s.times, float) * time_factor(s.time_unit, self.tu)
                 part = sim[np.isin(sim["TIME"], want)]

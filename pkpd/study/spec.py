@@ -36,6 +36,8 @@ from pkpd.errors import OptionError, PKPDError
 __all__ = [
     "ADVERSE_EVENT_KEYS",
     "BUILTIN_SIMULATORS",
+    "MAX_EVENT_ROWS",
+    "MAX_SUBJECTS_PER_ARM",
     "OBJECTIVE_METHODS",
     "SCHEMA_VERSION",
     "UNITS",
@@ -60,6 +62,16 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+#: size limits checked before anything is allocated (a spec that exceeds one is refused)
+MAX_SUBJECTS_PER_ARM = 100_000
+MAX_DOSES_PER_REGIMEN = 10_000
+MAX_SAMPLES_PER_SCHEDULE = 10_000
+#: event-table rows a virtual trial may have (about 2 GB of pandas memory)
+MAX_EVENT_ROWS = 10_000_000
+#: largest residual SD of ln DV: beyond it simulated values are not measurements (a 22,000-
+#: fold error per SD) and exp() of the draws overflows float64 (exp(709.8)) within 71 SD
+MAX_LOG_SIGMA = 10.0
 
 
 class SpecError(PKPDError):
@@ -477,6 +489,21 @@ class StudySpec:
     def analytes(self) -> list[str]:
         return list(dict.fromkeys(s.analyte for s in self.sampling))
 
+    def event_rows(self, per_arm: int | None = None) -> int:
+        """Upper bound of the rows of the virtual trial's event table (every scheduled dose
+        and sample of every subject), with ``per_arm`` subjects per arm if given."""
+        rows = 0
+        for arm in self.arms:
+            n = arm.subjects if per_arm is None else int(per_arm)
+            doses = sum(len(d.nominal_times()) for d in arm.doses)
+            samples = sum(
+                len(s.times) * max(1, len(s.occasions))
+                for s in self.sampling
+                if not s.arms or arm.name in s.arms
+            )
+            rows += n * (doses + samples)
+        return rows
+
 
 # ---------------------------------------------------------------------------------------
 # model classes known to a spec
@@ -534,16 +561,33 @@ def registered_classes() -> tuple[dict, dict]:
 def _init_parameters(cls) -> set[str]:
     """Keyword names accepted by ``cls(...)`` (its ``__init__`` and those it passes
     ``**kwargs`` on to, up the MRO)."""
-    names: set[str] = set()
+    return set(_init_signature(cls))
+
+
+def _init_signature(cls) -> dict:
+    """``{name: inspect.Parameter}`` of the keywords ``cls(...)`` accepts (the first
+    ``__init__`` up the MRO that declares a name wins)."""
+    out: dict = {}
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
         params = inspect.signature(init).parameters
-        names |= {n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_KEYWORD,)}
+        for n, p in params.items():
+            if n != "self" and p.kind != p.VAR_KEYWORD:
+                out.setdefault(n, p)
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             break
-    return names
+    return out
+
+
+def _takes_bool(param) -> bool:
+    """Whether a keyword is a switch: a bool default or a ``bool`` annotation without a
+    plain ``str`` alternative (``centered: bool | Sequence[str]`` is one)."""
+    ann = param.annotation if isinstance(param.annotation, str) else str(param.annotation)
+    if isinstance(param.default, bool) or "bool" in ann:
+        return not any(part.strip() == "str" for part in ann.split("|"))
+    return False
 
 
 # ---------------------------------------------------------------------------------------
@@ -858,7 +902,7 @@ def _treatments(root: _Table) -> dict:
     return out
 
 
-def _dose(t: _Table, treatments: dict, arm: str) -> DoseSpec:
+def _dose(t: _Table, treatments: dict, arm: str, info: StudyInfo | None = None) -> DoseSpec:
     trt = t.get("treatment", "str", required=True)
     if trt not in treatments:
         raise t.error(
@@ -894,6 +938,12 @@ def _dose(t: _Table, treatments: dict, arm: str) -> DoseSpec:
         kw["count"] = t.get("count", "int")
         if kw["count"] < 1:
             raise t.error("count", f"arm {arm!r}: at least one dose, got {kw['count']}.")
+        if kw["count"] > MAX_DOSES_PER_REGIMEN:
+            raise t.error(
+                "count",
+                f"arm {arm!r}: {kw['count']} doses; a regimen has at most "
+                f"{MAX_DOSES_PER_REGIMEN} (give the doses within follow-up).",
+            )
     delay = t.get("start_delay", "numbers", default=(0.0, 0.0))
     if len(delay) != 2 or not 0 <= delay[0] <= delay[1]:
         raise t.error("start_delay", f"must be [low, high] with 0 <= low <= high, got {delay}.")
@@ -908,6 +958,19 @@ def _dose(t: _Table, treatments: dict, arm: str) -> DoseSpec:
             "stop_at", f"must be 'progression' (no dose is ever given after death), got {stop!r}."
         )
     t.done()
+    if info is not None:
+        if times is not None:
+            last, key = times[-1], "times"
+        else:
+            last = kw["start"] + kw["interval"] * (kw["count"] - 1) + delay[1]
+            key = "count"
+        if last > info.follow_up * (1 + 1e-12):
+            raise t.error(
+                key,
+                f"arm {arm!r}: a dose at {last:g} {info.time_unit} comes after the end of "
+                f"follow-up (study.follow_up = {info.follow_up:g} {info.time_unit}); "
+                "shorten the regimen or lengthen the follow-up.",
+            )
     return DoseSpec(
         treatment=trt,
         amount=amount,
@@ -920,12 +983,17 @@ def _dose(t: _Table, treatments: dict, arm: str) -> DoseSpec:
     )
 
 
-def _arms(root: _Table, treatments: dict) -> tuple[ArmSpec, ...]:
+def _arms(root: _Table, treatments: dict, info: StudyInfo | None = None) -> tuple[ArmSpec, ...]:
     arms = []
     for t in root.tables("arms", required=True):
         name = t.get("name", "str", required=True)
         subjects = t.get("subjects", "int", required=True)
-        doses = tuple(_dose(d, treatments, name) for d in t.tables("doses"))
+        if subjects > MAX_SUBJECTS_PER_ARM:
+            raise t.error(
+                "subjects",
+                f"arm {name!r} has {subjects} subjects; at most {MAX_SUBJECTS_PER_ARM} per arm.",
+            )
+        doses = tuple(_dose(d, treatments, name, info) for d in t.tables("doses"))
         if not doses:
             raise t.error("doses", f"arm {name!r} has no [[arms.doses]] regimen.")
         if subjects < 1:
@@ -959,6 +1027,10 @@ def _sampling(root: _Table, info: StudyInfo, arms, treatments) -> tuple[Sampling
         times = t.get("times", "numbers", required=True)
         if not times:
             raise t.error("times", "a sampling schedule needs at least one time.")
+        if len(times) > MAX_SAMPLES_PER_SCHEDULE:
+            raise t.error(
+                "times", f"{len(times)} sample times; at most {MAX_SAMPLES_PER_SCHEDULE}."
+            )
         time_unit = _unit(t, "time_unit", "time", required=False, default=info.time_unit)
         after = t.get("after", "str", default="")
         occasions = t.get("occasions", "ints", default=())
@@ -1058,13 +1130,34 @@ def _truth_table(t: _Table, key: str = "truth") -> dict:
 
 
 def _class_options(cls, options: dict, path: str, reserved=()) -> None:
-    allowed = _init_parameters(cls) - set(reserved)
-    for key in options:
+    signature = _init_signature(cls)
+    allowed = set(signature) - set(reserved)
+    for key, value in options.items():
         if key not in allowed:
             raise SpecError(
                 f"{path}.{key}: {cls.__name__} has no option {key!r}.{_suggest(key, allowed)} "
                 f"Options: {', '.join(sorted(allowed))}."
             )
+        if isinstance(value, str) and _takes_bool(signature[key]):
+            meant = "true" if value.strip().lower() in ("true", "yes", "1", "on") else "false"
+            raise SpecError(
+                f"{path}.{key}: expected true or false, got {_kind(value)}. Write the TOML "
+                f"boolean without quotes ({key} = {meant})."
+            )
+        _check_reference(key, value, f"{path}.{key}")
+
+
+def _check_reference(key: str, value, path: str) -> None:
+    """A reference dose or level (``dose_reference``, ``reference_dose``,
+    ``driver_reference``...) divides a dose or level inside a logarithm: it must be > 0."""
+    if "reference" not in key or value is None or isinstance(value, str | bool):
+        return
+    x = _number(value, path)
+    if not x > 0:
+        raise SpecError(
+            f"{path}: a reference dose or level must be > 0 (effects are per log-ratio to "
+            f"it), got {value!r}."
+        )
 
 
 def _unknown_class(path: str, name: str, known) -> SpecError:
@@ -1193,7 +1286,16 @@ def _check_population_model(m: _Table, spec: ModelSpec, cls, sampling: SamplingS
             )
         if _number(value, f"{truth.at('omega')}.{key}") < 0:
             raise SpecError(f"{truth.at('omega')}.{key}: an SD must be >= 0.")
-    truth.get("sigma", "positive", required=True)
+    sigma = truth.get("sigma", "positive", required=True)
+    residual = getattr(getattr(model, "residual", None), "kind", "proportional")
+    if residual == "proportional" and sigma > MAX_LOG_SIGMA:
+        raise truth.error(
+            "sigma",
+            f"a residual SD of ln DV of {sigma:g} makes simulated values overflow "
+            f"(exp(ln f + {sigma:g} z) exceeds the largest float for |z| > "
+            f"{709.78 / sigma:.2g}); give the SD of ln DV, at most {MAX_LOG_SIGMA:g} "
+            "(Stein 2019: 0.56).",
+        )
     truth.get("source", "str")
     sources = truth.get("sources", "table", default={})
     for key in sources:
@@ -1250,9 +1352,17 @@ def _predictors(e: _Table, name: str):
         elif not isinstance(item, str):
             raise SpecError(f"{path}: a predictor is a string ('Cmax', 'C(ARM)') or a table.")
         try:
-            out.append(Predictor.coerce(item))
+            predictor = Predictor.coerce(item)
         except OptionError as err:
             raise SpecError(f"{path}: {err}") from None
+        if predictor.transform in ("log2", "log") and predictor.reference is not None:
+            ref = _number(predictor.reference, f"{path}.reference")
+            if not ref > 0:
+                raise SpecError(
+                    f"{path}.reference: a {predictor.transform} predictor is centred on "
+                    f"log(x / reference), so the reference must be > 0, got {ref:g}."
+                )
+        out.append(predictor)
     return tuple(out)
 
 
@@ -1459,13 +1569,28 @@ def _check_endpoint_truth(e, spec: EndpointSpec, levels: dict, cls) -> None:
             truth.get(key, "any", required=True)
         _check_builtin_params(e, truth, spec)
     if use_class:
-        return  # the class checks any further parameters of its own when it simulates
+        truth.done(extra_known=_class_truth_parameters(cls, spec))
+        return
     if spec.class_name not in BUILTIN_SIMULATORS:
         raise e.error(
             "truth", f"{spec.class_name} cannot simulate yet (no simulate_outcomes, no builtin "
             f"simulator: {', '.join(BUILTIN_SIMULATORS)}); remove the truth or use one of those."
         )  # fmt: skip
     truth.done()
+
+
+def _class_truth_parameters(cls, spec: EndpointSpec) -> set[str]:
+    """Truth keys an endpoint class simulates from: the coefficients of its predictors,
+    the parameters of the generative model it shares with the builtin simulator of its
+    name, and its own parameters (the names of its default priors)."""
+    known = {"source", "sources", *(p.name for p in spec.predictors)}
+    known |= set(BUILTIN_SIMULATORS.get(spec.class_name, ("", ()))[1])
+    try:
+        model = cls(predictors=spec.predictors, **spec.options)
+        known |= set(model.default_priors())
+    except (OptionError, TypeError, ValueError):
+        pass
+    return known
 
 
 def _check_builtin_params(e: _Table, truth: _Table, spec: EndpointSpec) -> None:
@@ -1672,7 +1797,7 @@ def parse_spec(raw: Mapping, *, path: str = "") -> StudySpec:
     simulation = _simulation(root)
     covariates = _covariates(root)
     treatments = _treatments(root)
-    arms = _arms(root, treatments)
+    arms = _arms(root, treatments, info)
     sampling = _sampling(root, info, arms, treatments)
     models = _models(root, info, arms, sampling, treatments, population)
     endpoints = _endpoints(root, info, arms, models, covariates, endpoint_classes)
@@ -1686,7 +1811,7 @@ def parse_spec(raw: Mapping, *, path: str = "") -> StudySpec:
     parts = {"models": models, "endpoints": endpoints, "sampling": sampling}
     objectives = _objectives(root, parts)
     root.done()
-    return StudySpec(
+    spec = StudySpec(
         study=info,
         simulation=simulation,
         covariates=covariates,
@@ -1701,3 +1826,10 @@ def parse_spec(raw: Mapping, *, path: str = "") -> StudySpec:
         path=path,
         raw=dict(raw),
     )
+    rows = spec.event_rows()
+    if rows > MAX_EVENT_ROWS:
+        raise SpecError(
+            f"arms: the virtual trial would have {rows:,} event rows (subjects x scheduled "
+            f"doses and samples), more than {MAX_EVENT_ROWS:,}. Give fewer subjects or samples."
+        )
+    return spec

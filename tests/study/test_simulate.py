@@ -352,5 +352,5 @@ def test_cli_simulate_bad_spec(tmp_path, capsys):
     out = tmp_path / "never.csv"
     assert main(["simulate", str(bad), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: sampling[0].times") and "follow-up" in err
+    assert err.startswith("error: arms[0].doses[1].count") and "follow-up" in err
     assert not out.exists()

@@ -149,7 +149,8 @@ BAD = [
     (edit(["sampling", 0, "times"], [1, 4, 4, 7]), "sampling[0].times", "increase strictly"),
     (edit(["sampling", 0, "times"], [1, 7, 4]), "sampling[0].times", "position 2"),
     (edit(["sampling", 0, "times"], [-1, 4, 7]), "sampling[0].times", "before the first dose"),
-    (edit(["study", "follow_up"], 300), "sampling[0].times", "after the end of follow-up"),
+    (edit(["study", "follow_up"], 500), "sampling[0].times", "after the end of follow-up"),
+    (edit(["study", "follow_up"], 300), "arms[0].doses[1].count", "after the end of follow-up"),
     (edit(["arms", 1, "subjects"], 0), "arms[1].subjects", "has 0"),
     (edit(["arms", 1, "doses"], []), "arms[1].doses", "no [[arms.doses]]"),
     (
@@ -210,6 +211,36 @@ BAD = [
     (edit(["arms", 0, "doses", 1, "treatment"], "SELINEXORR"), "treatment", "'SELINEXOR'"),
     (edit(["schema"], 2), "schema", "schema 1"),
     (edit(["study", "follow_up"], "two years"), "study.follow_up", "expected a number"),
+    # issue 16: checks that match the schema
+    (
+        edit(["models", "ck", "options"], {"lag": "false"}),
+        "models.ck.options.lag",
+        "expected true or false, got the string 'false'",
+    ),
+    (
+        edit(["endpoints", "bor", "truth", "p_reff"], 0.3),
+        "endpoints.bor.truth.p_reff",
+        "Did you mean 'p_ref'",
+    ),
+    (edit(["endpoints", "pfs", "truth", "shap"], 1.2), "endpoints.pfs.truth.shap", "'shape'"),
+    (
+        edit(["endpoints", "bor", "predictors"], [{"column": "Cmax", "reference": -45000.0}]),
+        "endpoints.bor.predictors[0].reference",
+        "must be > 0",
+    ),
+    (
+        edit(["models", "ck", "truth", "sigma"], 1000.0),
+        "models.ck.truth.sigma",
+        "overflow",
+    ),
+    (
+        edit(["arms", 0, "doses", 1, "count"], 200),
+        "arms[0].doses[1].count",
+        "after the end of follow-up",
+    ),
+    (edit(["arms", 0, "doses", 0, "times"], [0.0, 800.0]), "arms[0].doses[0].times", "follow-up"),
+    (edit(["arms", 0, "subjects"], 10**9), "arms[0].subjects", "at most 100000"),
+    (edit(["arms", 0, "doses", 1, "count"], 10**7), "arms[0].doses[1].count", "at most 10000"),
 ]
 
 
@@ -272,3 +303,49 @@ def test_endpoint_options_checked_against_the_class():
     data = edit(["endpoints", "os", "options"], {"time_units": "day"})
     with pytest.raises(SpecError, match=r"endpoints\.os\.options\.time_units: .*'time_unit'"):
         parse_spec(data)
+
+
+# -- issue 16: the checks above on study B's options, and bounded work -----------------------
+def test_study_b_bool_string_and_dose_reference():
+    b = raw(STUDY_B)
+    with pytest.raises(SpecError, match=r"options\.dose_effect: expected true or false"):
+        parse_spec(edit(["models", "ck", "options", "dose_effect"], "true", base=b))
+    for value in (-3.0e8, 0.0):
+        with pytest.raises(SpecError, match=r"models\.ck\.options\.dose_reference: .*> 0"):
+            parse_spec(edit(["models", "ck", "options", "dose_reference"], value, base=b))
+    with pytest.raises(SpecError, match=r"endpoints\.dlt\.options\.reference_dose: .*> 0"):
+        parse_spec(edit(["endpoints", "dlt", "options", "reference_dose"], -1.0, base=b))
+    # a dose after follow-up: the second infusion on day 400 of a 365-day study
+    with pytest.raises(SpecError, match=r"arms\[2\]\.doses\[0\]\.times: arm 'DL3'"):
+        parse_spec(edit(["arms", 2, "doses", 0, "times"], [0.0, 400.0], base=b))
+
+
+def test_event_rows_bound_and_subjects_option():
+    from pkpd.errors import OptionError
+    from pkpd.study import simulate_trial
+    from pkpd.study.spec import MAX_EVENT_ROWS
+
+    spec = load_spec(STUDY_B)
+    # 18 subjects: per subject 2 infusions + every scheduled sample, counted by hand
+    per_subject = 2 + sum(len(s.times) * max(1, len(s.occasions)) for s in spec.sampling)
+    assert spec.event_rows() == 18 * per_subject
+    assert spec.event_rows(per_arm=10) == 30 * per_subject
+    with pytest.raises(OptionError, match=r"subjects=100000 per arm would make .* event rows"):
+        simulate_trial(spec, subjects=100_000)
+    with pytest.raises(OptionError, match="at most 100000"):
+        simulate_trial(spec, subjects=10**9)
+    # the same bound on the spec's own sizes
+    big = raw(STUDY_B)
+    for arm in big["arms"]:
+        arm["subjects"] = MAX_EVENT_ROWS // (3 * per_subject) + 1
+    with pytest.raises(SpecError, match=r"arms: the virtual trial would have"):
+        parse_spec(big)
+
+
+def test_simulated_overflow_is_a_spec_error():
+    from pkpd.study import simulate_trial
+
+    data = edit(["models", "ck", "truth", "typical", "Cmax"], 1e306, base=raw(STUDY_B))
+    data["models"]["ck"]["truth"]["sigma"] = 9.0
+    with pytest.raises(SpecError, match=r"models\.ck\.truth: .* overflow to infinity"):
+        simulate_trial(parse_spec(data), seed=0, subjects=1)
