@@ -535,7 +535,8 @@ class PopulationFit(ConvergenceChecks):
 
         Returns
         -------
-        DataArray named ``"DV"``.
+        DataArray
+            Named ``"DV"``, in nats.
 
         References
         ----------

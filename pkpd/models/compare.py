@@ -98,10 +98,11 @@ def loo(fit, by: str = "subject", *, warn: bool = True):
 
     Returns
     -------
-    :class:`arviz_stats.utils.ELPDDataLOO` with pointwise ``elpd_i`` and
-    ``pareto_k`` over the subjects (or observations): ``elpd`` is
-    :math:`\widehat{\mathrm{elpd}}_\mathrm{loo}` (see the module docstring), ``se``
-    its standard error, ``p`` the effective number of parameters.
+    ELPDDataLOO
+        ArviZ's result (:class:`arviz_stats.utils.ELPDDataLOO`) with pointwise
+        ``elpd_i`` and ``pareto_k`` over the subjects (or observations): ``elpd`` is
+        :math:`\widehat{\mathrm{elpd}}_\mathrm{loo}` (see the module docstring),
+        ``se`` its standard error, ``p`` the effective number of parameters.
     """
     _check_fit(fit, "fit", by)
     result = _loo(fit, fit.log_likelihood(by=by))
@@ -138,10 +139,12 @@ def compare(*fits, names: Sequence[str] | None = None, by: str = "subject") -> p
 
     Returns
     -------
-    DataFrame, best model first, indexed by name, with columns ``rank, elpd_loo,
-    se, p_loo, elpd_diff, dse, weight`` (stacking weights, Yao et al. 2018),
-    ``k_max``, ``n_k_high`` (number of subjects with :math:`\hat k > 0.7`) and
-    ``k_high`` (their IDs; observation numbers with ``by="observation"``).
+    DataFrame
+        Best model first, indexed by name, with columns ``rank``, ``elpd_loo``,
+        ``se``, ``p_loo``, ``elpd_diff``, ``dse``, ``weight`` (stacking weights, Yao
+        et al. 2018), ``k_max``, ``n_k_high`` (number of subjects with
+        :math:`\hat k > 0.7`) and ``k_high`` (their IDs; ``(ID, TIME)`` pairs with
+        ``by="observation"``).
 
     Raises
     ------
