@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
 
 import pandas as pd
 
-from pkpd.errors import PKPDError
+from pkpd.errors import OptionError, PKPDError
+from pkpd.io import ID_COLUMNS, read_csv_checked
 
 __all__ = ["main"]
 
@@ -72,23 +74,31 @@ def _nca_parser(sub) -> None:
     p.add_argument("--conc-unit", default="")
     p.add_argument("--dose-unit", default="")
     p.add_argument("--summary", action="store_true", help="print the summary table too")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of DATA (default utf-8)")
+    p.add_argument("--pp", metavar="STUDYID",
+                   help="write the results as the CDISC SDTM PP domain with this STUDYID "
+                   "(with -o)")  # fmt: skip
 
 
 def _run_nca(args) -> int:
     import pkpd
 
-    if args.example:
-        data = pkpd.load_example(args.example)
-        units = {"time": "h", "conc": "mg/L", "dose": "mg"}
-    else:
-        data = pd.read_csv(args.data)
-        units = {}
-    units.update({k: v for k, v in (("time", args.time_unit), ("conc", args.conc_unit),
-                                    ("dose", args.dose_unit)) if v})  # fmt: skip
     columns = {}
     for item in args.column or []:
         role, _, name = item.partition("=")
         columns[role.strip()] = name.strip()
+    if args.pp and not args.output:
+        raise OptionError("--pp STUDYID writes the PP domain to a file: give -o PP.csv too.")
+    if args.example:
+        data = pkpd.load_example(args.example)
+        units = {"time": "h", "conc": "mg/L", "dose": "mg"}
+    else:
+        # subject ids are read as text: "0101" and "101" are two subjects
+        ids = (*ID_COLUMNS, *([columns["id"]] if columns.get("id") else []))
+        data = read_csv_checked(args.data, "data file", id_columns=ids, encoding=args.encoding)
+        units = {}
+    units.update({k: v for k, v in (("time", args.time_unit), ("conc", args.conc_unit),
+                                    ("dose", args.dose_unit)) if v})  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pkpd.PKPDWarning)
         res = pkpd.nca(
@@ -111,7 +121,10 @@ def _run_nca(args) -> int:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     table = res.wide if args.wide else res.long
-    if args.output:
+    if args.pp:
+        pp = res.to_pp(args.pp, path=args.output)
+        print(f"wrote {len(pp)} PP records to {args.output}", file=sys.stderr)
+    elif args.output:
         res.to_csv(args.output, wide=args.wide)
         print(f"wrote {len(table)} rows to {args.output}", file=sys.stderr)
     else:
@@ -180,6 +193,8 @@ def _run_parser(sub) -> None:
     p.add_argument("--no-fit", action="store_true", help="skip the Bayesian fits")
     p.add_argument("--joint", action="store_true", help="fit the kinetics and the endpoints "
                    "the objectives map to it as one JointModel (default: sequential)")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="replace OUT even if it is not a "
+                   "previous pkpd output (it has no provenance.json)")  # fmt: skip
 
 
 def _demo_parser(sub) -> None:
@@ -190,6 +205,8 @@ def _demo_parser(sub) -> None:
     )
     p.add_argument("-o", "--output", default="pkpd-demo", help="output folder (default pkpd-demo)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace OUT even if it is not a "
+                   "previous pkpd output")  # fmt: skip
 
 
 def _run_run(args, argv) -> int:
@@ -198,7 +215,7 @@ def _run_run(args, argv) -> int:
     command = "pkpd " + " ".join(argv if argv is not None else sys.argv[1:])
     res = run_study(args.spec, args.data, args.output, seed=args.seed, quick=args.quick,
                     subjects=args.subjects, fit=not args.no_fit, joint=args.joint,
-                    command=command)  # fmt: skip
+                    command=command, force=args.force)  # fmt: skip
     # a quick run is a smoke run: its fits are not expected to converge
     return 0 if res.converged or args.quick else 1
 
@@ -206,7 +223,7 @@ def _run_run(args, argv) -> int:
 def _run_demo(args) -> int:
     from pkpd.report import demo
 
-    res = demo(args.output, seed=args.seed)
+    res = demo(args.output, seed=args.seed, force=args.force)
     print(f"open {res.out}/report.html", file=sys.stderr)
     return 0
 
@@ -238,9 +255,29 @@ def main(argv=None) -> int:
         if args.command == "demo":
             return _run_demo(args)
     except PKPDError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(str(err))
         return 2
+    except OSError as err:  # writing the output: permission, disk full, a folder in the way
+        where = f" {err.filename!r}" if getattr(err, "filename", None) else ""
+        _error(f"cannot write or read{where}: {err.strerror or err}. Check the path and space.")
+        return 2
+    except KeyboardInterrupt:
+        _error("interrupted; no partial output was left behind.")
+        return 130
+    except Exception as err:
+        if os.environ.get("PKPD_TRACEBACK"):
+            raise
+        _error(
+            f"unexpected {type(err).__name__}: {err}. This is a bug in pkpd: please report "
+            "it with the command (set PKPD_TRACEBACK=1 to see the traceback)."
+        )
+        return 3
     return 2
+
+
+def _error(message: str) -> None:
+    """One line on stderr, whatever the message holds."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
 
 
 if __name__ == "__main__":

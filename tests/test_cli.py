@@ -101,3 +101,107 @@ def test_simulate_is_listed_and_nca_unchanged(capsys):
         main(["--help"])
     assert "simulate" in capsys.readouterr().out
     assert main(["nca", "--example", "theoph", "--parameters", "CMAX"]) == 0
+
+
+# -- issue 16: ids as text, CDISC PP output, and no traceback on bad input ---------------------
+def test_ids_are_read_as_text(tmp_path, capsys):
+    path = tmp_path / "ids.csv"
+    path.write_text(
+        "ID,TIME,DV,AMT,EVID\n0101,0,,100,1\n0101,1,5,0,0\n0101,2,3,0,0\n"
+        "101,0,,50,1\n101,1,9,0,0\n101,2,4,0,0\n"
+    )
+    out = tmp_path / "res.csv"
+    assert main(["nca", str(path), "--parameters", "CMAX", "--wide", "-o", str(out)]) == 0
+    res = pd.read_csv(out, dtype={"ID": str}).set_index("ID")
+    assert res.loc["0101", "CMAX"] == 5.0 and res.loc["101", "CMAX"] == 9.0  # two subjects
+
+
+def test_pp_output(tmp_path, capsys):
+    out = tmp_path / "pp.csv"
+    assert main(["nca", "--example", "theoph", "--parameters", "CMAX,TMAX", "--pp", "THEO",
+                 "-o", str(out)]) == 0  # fmt: skip
+    pp = pd.read_csv(out, keep_default_na=False)
+    assert set(pp["STUDYID"]) == {"THEO"} and set(pp["DOMAIN"]) == {"PP"}
+    assert set(pp["PPTEST"]) == {"Max Conc", "Time of CMAX"} and len(pp) == 24
+    assert "wrote 24 PP records" in capsys.readouterr().err
+    assert main(["nca", "--example", "theoph", "--pp", "THEO"]) == 2
+    assert "give -o" in capsys.readouterr().err
+
+
+def test_unexpected_errors_are_one_line(monkeypatch, capsys):
+    import pkpd.cli as cli
+
+    def broken(args):
+        raise ZeroDivisionError("division by zero\nin a kernel")
+
+    monkeypatch.setattr(cli, "_run_nca", broken)
+    monkeypatch.delenv("PKPD_TRACEBACK", raising=False)
+    assert main(["nca", "--example", "theoph"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected ZeroDivisionError" in err and "bug" in err
+
+
+def _cli(*args, cwd):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pkpd.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env={**__import__("os").environ, "PKPD_TRACEBACK": ""},
+    )
+    return proc.returncode, proc.stderr
+
+
+def _bad_inputs(tmp):
+    """(name, command line) of each bad input; files are made under ``tmp``."""
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[1] / "models" / "bcma_car_nk.toml"
+    (tmp / "semi.csv").write_text("ID;TIME;DV\n1;0;1\n")
+    (tmp / "empty.csv").write_text("")
+    (tmp / "trunc.csv").write_text("ID,TIME,DV\n1,0,1\n1,1,2\n1,2")
+    (tmp / "latin.csv").write_bytes(b"ID,TIME,DV\n1,0,1\n1,1,caf\xe9\n")
+    (tmp / "neg.csv").write_text("ID,TIME,DV\n1,0,1\n1,1,-2\n")
+    (tmp / "bad.toml").write_text("schema = 1\n[study\n")
+    (tmp / "folder").mkdir()
+    mine = tmp / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("precious")
+    return [
+        ("nca: missing file", ["nca", tmp / "nope.csv", "--dose", 1]),
+        ("nca: a folder", ["nca", tmp / "folder", "--dose", 1]),
+        ("nca: semicolons", ["nca", tmp / "semi.csv", "--dose", 1]),
+        ("nca: empty", ["nca", tmp / "empty.csv", "--dose", 1]),
+        ("nca: truncated", ["nca", tmp / "trunc.csv", "--dose", 1]),
+        ("nca: latin-1", ["nca", tmp / "latin.csv", "--dose", 1]),
+        ("nca: negative DV", ["nca", tmp / "neg.csv", "--dose", 1]),
+        ("nca: output is a folder", ["nca", "--example", "theoph", "-o", tmp / "folder"]),
+        ("simulate: missing spec", ["simulate", tmp / "nope.toml", "-o", tmp / "s.csv"]),
+        ("simulate: bad TOML", ["simulate", tmp / "bad.toml", "-o", tmp / "s.csv"]),
+        (
+            "simulate: absurd --subjects",
+            ["simulate", spec, "-o", tmp / "s.csv", "--subjects", 10**9],
+        ),
+        ("run: not a pkpd output", ["run", spec, "-o", mine, "--no-fit"]),
+        ("run: missing data", ["run", spec, "--data", tmp / "nope.csv", "-o", tmp / "o"]),
+    ]
+
+
+@pytest.mark.slow
+def test_no_traceback_reaches_the_user(tmp_path):
+    """Each bad input, run as a user would (a new process): exit code 2 and one line on
+    stderr that starts with 'error:', never a traceback."""
+    failures = []
+    for name, args in _bad_inputs(tmp_path):
+        rc, err = _cli(*args, cwd=tmp_path)
+        # progress lines of `pkpd run` may come first; the failure is one line
+        lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("[pkpd run")]
+        ok = rc == 2 and len(lines) == 1 and lines[0].startswith("error:")
+        if not ok or "Traceback" in err:
+            failures.append((name, rc, err[-500:]))
+    assert not failures, failures
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "precious"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from pkpd.errors import ColumnError, DataError
+from pkpd.io import read_csv_checked
 from pkpd.study import StudySpec, VirtualTrial, load_spec, output_paths
 
 __all__ = ["load_trial"]
@@ -19,15 +20,12 @@ _TEXT = ("ANALYTE", "MATRIX", "TRT", "AMTU", "DVU", "ARM")
 
 
 def _read(path: Path, what: str, required) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(
-            f"{what} file {str(path)!r} not found. DATA is the event table written by "
-            "`pkpd simulate SPEC -o DATA`, with DATA-stem.subjects.csv and .ae.csv beside it."
-        )
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{what} file {str(path)!r} is not a readable CSV: {err}") from None
+    frame = read_csv_checked(
+        path,
+        f"{what} file",
+        hint="DATA is the event table written by `pkpd simulate SPEC -o DATA`, with "
+        "DATA-stem.subjects.csv and .ae.csv beside it.",
+    )
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ColumnError(
@@ -65,7 +63,11 @@ def load_trial(spec, data) -> VirtualTrial:
     events = _read(paths["events"], "event table", EVENT_COLUMNS)
     subjects = _read(paths["subjects"], "subject table", SUBJECT_COLUMNS)
     ae = _read(paths["ae"], "adverse-event listing", AE_COLUMNS)
-    truth = pd.read_csv(paths["truth"]) if paths["truth"].is_file() else pd.DataFrame()
+    truth = (
+        read_csv_checked(paths["truth"], "truth file")
+        if paths["truth"].is_file()
+        else pd.DataFrame()
+    )
     check_against_spec(spec, events, subjects, ae, where=str(paths["events"]))
     qol_path = paths["events"].with_name(paths["events"].with_suffix("").name + ".qol.csv")
     qol = _read(qol_path, "HRQoL item table", ("ID", "TIME")) if qol_path.is_file() else None

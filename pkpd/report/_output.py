@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_directory"]
+from pkpd.io import cleanup_on_exit, release_cleanup
+
+__all__ = ["atomic_directory", "is_pkpd_output"]
 
 
 class atomic_directory:
@@ -19,7 +22,8 @@ class atomic_directory:
     the old one removed; on error the temporary folder is removed and ``path`` is
     untouched. POSIX cannot swap two non-empty folders in one call, so between the
     two renames (microseconds) ``path`` does not exist; it never holds a partial
-    result.
+    result. A failed rename, or SIGTERM at any point, leaves no temporary folder behind
+    and the previous ``path`` in place (:func:`pkpd.io.cleanup_on_exit`).
     """
 
     def __init__(self, path):
@@ -29,26 +33,50 @@ class atomic_directory:
         parent = self.path.absolute().parent
         parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=parent))
+        self.old: Path | None = None
+        self.token = cleanup_on_exit(self._abandon)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
         return self.tmp
 
+    def _abandon(self) -> None:
+        """Undo everything: put a previous folder back, remove the temporary one."""
+        if self.old is not None and self.old.exists() and not self.path.exists():
+            os.replace(self.old, self.path)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        old = None
-        if self.path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.tmp.parent))
-            os.rmdir(old)
-            os.replace(self.path, old)
         try:
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            if old is not None:
-                os.replace(old, self.path)
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if exc_type is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return
+            if self.path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.tmp.parent))
+                os.rmdir(old)
+                try:
+                    os.replace(self.path, old)
+                except BaseException:
+                    shutil.rmtree(self.tmp, ignore_errors=True)
+                    raise
+                self.old = old
+            try:
+                os.replace(self.tmp, self.path)
+            except BaseException:
+                self._abandon()
+                raise
+            if self.old is not None:
+                old, self.old = self.old, None
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            release_cleanup(self.token)
+
+
+def is_pkpd_output(path) -> bool:
+    """Whether ``path`` is a folder written by ``pkpd run`` (it holds a
+    ``provenance.json`` with a ``pkpd_version``)."""
+    prov = Path(path) / "provenance.json"
+    try:
+        return "pkpd_version" in json.loads(prov.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False

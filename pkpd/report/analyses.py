@@ -30,9 +30,11 @@ from pkpd.study import ObjectiveSpec, StudySpec, VirtualTrial
 __all__ = [
     "ae_tables",
     "km_curves",
+    "km_set_aside",
     "km_summary",
     "longitudinal_summary",
     "nca_objective",
+    "observation_mask",
     "proportion_table",
     "time_after_dose",
 ]
@@ -41,9 +43,13 @@ ALL = "All"
 
 
 # -- NCA ------------------------------------------------------------------------------------
-def nca_objective(trial: VirtualTrial, obj: ObjectiveSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+def nca_objective(
+    trial: VirtualTrial, obj: ObjectiveSpec
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """:func:`pkpd.nca` of an ``nca`` objective (its analyte and matrix), per subject and
-    summarised by dose group (``ARM``) and overall."""
+    summarised by dose group (``ARM``) and overall; with the records the NCA did not use
+    (``ID, TIME, DV, reason``: MDV=1, EVID 2/3, before the first dose, BLQ dropped by a
+    rule, missing concentrations)."""
     import pkpd
 
     p = obj.params
@@ -70,7 +76,10 @@ def nca_objective(trial: VirtualTrial, obj: ObjectiveSpec) -> tuple[pd.DataFrame
     overall.insert(0, "ARM", ALL)
     summary = pd.concat([by_arm, overall], ignore_index=True)
     summary.insert(0, "objective", obj.name)
-    return long, summary
+    id_col = res.table.group_cols[0]
+    excluded = res.excluded.rename(columns={id_col: "ID"})
+    excluded = excluded.reindex(columns=["ID", "TIME", "DV", "reason"])
+    return long, summary, excluded.reset_index(drop=True)
 
 
 def _model_of(spec: StudySpec, analyte: str) -> str:
@@ -167,6 +176,21 @@ def _km_groups(subjects, obj, spec, arms):
     return tcol, ecol, [(g, f) for g, f in groups if len(f)]
 
 
+def km_set_aside(subjects, obj: ObjectiveSpec, spec: StudySpec) -> pd.DataFrame:
+    """Subjects a Kaplan-Meier objective leaves out: no time or no event indicator
+    (``ID, reason``), e.g. the non-responders of a duration of response."""
+    tcol, ecol = _tte_columns(spec, obj.params["endpoint"])
+    if tcol not in subjects.columns or ecol not in subjects.columns:
+        return pd.DataFrame(columns=["ID", "reason"])
+    missing = subjects[tcol].isna() | subjects[ecol].isna()
+    return pd.DataFrame(
+        {
+            "ID": subjects.loc[missing, "ID"].to_numpy(),
+            "reason": f"{tcol}/{ecol} missing: not in the Kaplan-Meier curve",
+        }
+    )
+
+
 def km_curves(subjects, obj: ObjectiveSpec, spec: StudySpec, arms) -> pd.DataFrame:
     """Kaplan-Meier curve (:func:`pkpd.models.kaplan_meier`, log-log 95 % band) of a
     ``kaplan_meier`` objective, by dose group when ``by`` has ``ARM``, and overall."""
@@ -251,8 +275,9 @@ def _flat(table: pd.DataFrame) -> pd.DataFrame:
 
 # -- longitudinal ---------------------------------------------------------------------------
 def time_after_dose(events: pd.DataFrame, treatment: str) -> pd.DataFrame:
-    """Observations with the time after the latest dose of ``treatment`` (``TAD``) and
-    its 1-based occasion (``OCC``); dose records are expanded over ``ADDL``/``II``."""
+    """Observations (EVID 0, MDV 0) with the time after the latest dose of ``treatment``
+    (``TAD``) and its 1-based occasion (``OCC``; 0 and ``TAD`` NaN before the first dose);
+    dose records are expanded over ``ADDL``/``II``."""
     doses = events[(events["EVID"] == 1) & (events["TRT"] == treatment)]
     times = {}
     for sid, d in doses.groupby("ID"):
@@ -262,7 +287,7 @@ def time_after_dose(events: pd.DataFrame, treatment: str) -> pd.DataFrame:
             for k in range(int(getattr(r, "ADDL", 0) or 0) + 1)
         ]
         times[sid] = np.sort(np.asarray(t))
-    obs = events[events["EVID"] == 0].copy()
+    obs = events[observation_mask(events)].copy()
     tad = np.full(len(obs), np.nan)
     occ = np.zeros(len(obs), dtype=int)
     for i, (sid, t) in enumerate(zip(obs["ID"], obs["TIME"], strict=True)):
@@ -274,6 +299,14 @@ def time_after_dose(events: pd.DataFrame, treatment: str) -> pd.DataFrame:
             tad[i], occ[i] = t - dt[k], k + 1
     obs["TAD"], obs["OCC"] = tad, occ
     return obs
+
+
+def observation_mask(events: pd.DataFrame) -> np.ndarray:
+    """Observation records: EVID 0 and, when the table has MDV, MDV 0."""
+    keep = (events["EVID"] == 0).to_numpy()
+    if "MDV" in events.columns:
+        keep = keep & (pd.to_numeric(events["MDV"], errors="coerce").fillna(0).to_numpy() == 0)
+    return keep
 
 
 def longitudinal_summary(obs: pd.DataFrame, *, time_col: str = "TIME", by=("ARM",)) -> pd.DataFrame:

@@ -38,7 +38,7 @@ import pandas as pd
 from pkpd.errors import OptionError
 from pkpd.report import analyses, figures
 from pkpd.report._data import load_trial
-from pkpd.report._output import atomic_directory
+from pkpd.report._output import atomic_directory, is_pkpd_output
 from pkpd.report.fits import (
     SamplerSettings,
     exposures_table,
@@ -179,6 +179,7 @@ def run_study(
     joint: bool = False,
     command: str | None = None,
     stream=None,
+    force: bool = False,
 ) -> RunResult:
     """Analyse one study end to end and write ``out/`` (see ``docs/study/run.md``).
 
@@ -209,8 +210,17 @@ def run_study(
         The command line recorded in the provenance.
     stream
         Where progress goes (default stderr; ``False``: nowhere).
+    force
+        Replace ``out`` even when it is not a previous pkpd output (a folder without
+        ``provenance.json``); without it such a folder is refused, so that no unrelated
+        file is deleted.
+
+    Every record an analysis or fit sets aside (MDV=1, EVID 2/3, before the first dose,
+    BLQ dropped by an NCA rule, subjects without an endpoint) is counted on ``stream``,
+    listed in ``tables/set_aside.csv`` and in the report's "Records set aside" section.
     """
     progress = Progress(stream)
+    _check_output_folder(Path(out), force)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise OptionError(f"seed must be a non-negative integer, got {seed!r}.")
     if data is not None and subjects is not None:
@@ -251,7 +261,24 @@ def run_study(
     return RunResult(Path(out), files, not failed, failed, time.perf_counter() - progress.t0)
 
 
-def demo(out="pkpd-demo", *, seed: int = 0, stream=None) -> RunResult:
+def _check_output_folder(out: Path, force: bool) -> None:
+    """Refuse to replace anything but a previous pkpd output (or an empty folder)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OptionError(
+            f"Output {str(out)!r} is a file; pkpd run writes a folder. Give a new folder name."
+        )
+    if force or is_pkpd_output(out) or not any(out.iterdir()):
+        return
+    raise OptionError(
+        f"Output folder {str(out)!r} exists and is not a pkpd output (no provenance.json); "
+        "pkpd run replaces its output folder as a whole, which would delete its files. Give "
+        "a new folder, or pass --force (force=True) to replace it."
+    )
+
+
+def demo(out="pkpd-demo", *, seed: int = 0, stream=None, force: bool = False) -> RunResult:
     """Study A end to end on its virtual trial (seed ``seed``), in quick mode."""
     if not DEMO_SPEC.is_file():
         raise OptionError(
@@ -266,6 +293,7 @@ def demo(out="pkpd-demo", *, seed: int = 0, stream=None) -> RunResult:
         quick=True,
         stream=stream,
         command=f"pkpd demo -o {out} --seed {seed}",
+        force=force,
     )
 
 
@@ -286,6 +314,7 @@ def _analyse(trial: VirtualTrial, root: Path, settings, seed, fit, joint, progre
         "notes": [],
         "arms": arms,
         "root": root,
+        "set_aside": [],
     }
     w.csv(trial.subjects, "subjects")
     with progress.step("NCA of the PK endpoints"):
@@ -294,7 +323,8 @@ def _analyse(trial: VirtualTrial, root: Path, settings, seed, fit, joint, progre
                 continue
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                long, summary = analyses.nca_objective(trial, obj)
+                long, summary, excluded = analyses.nca_objective(trial, obj)
+            _set_aside(res, f"NCA {obj.name}", excluded)
             name = _slug(obj.name)
             w.csv(long, f"nca_{name}")
             w.csv(summary, f"nca_summary_{name}")
@@ -313,6 +343,8 @@ def _analyse(trial: VirtualTrial, root: Path, settings, seed, fit, joint, progre
                 if curves.empty:
                     res["not_in_data"].append(f"{obj.name} (endpoint {obj.params['endpoint']})")
                     continue
+                _set_aside(res, f"Kaplan-Meier {obj.name}",
+                           analyses.km_set_aside(trial.subjects, obj, spec))  # fmt: skip
                 summ = analyses.km_summary(curves, trial.subjects, obj, spec, arms)
                 w.csv(curves, f"km_{_slug(obj.params['endpoint'])}")
                 res["km"][obj.name] = (obj, curves, summ)
@@ -338,13 +370,52 @@ def _analyse(trial: VirtualTrial, root: Path, settings, seed, fit, joint, progre
         res["notes"] += notes
         with progress.step("fit tables and posteriors"):
             _fit_tables(res, trial)
+        for name, r in res["fits"].items():
+            excluded = getattr(getattr(r.fit, "data", None), "excluded", None)
+            if isinstance(excluded, pd.DataFrame) and not r.is_view:
+                _set_aside(res, f"fit {name}", excluded)
+    _report_set_aside(res, progress)
     return res
+
+
+def _set_aside(res: dict, analysis: str, frame: pd.DataFrame) -> None:
+    """Record what one analysis set aside (``ID``, ``TIME``, ``DV``, ``reason``)."""
+    if frame is None or len(frame) == 0:
+        return
+    part = frame.reindex(columns=["ID", "TIME", "DV", "reason"]).copy()
+    part.insert(0, "analysis", analysis)
+    res["set_aside"].append(part.reset_index(drop=True))
+
+
+def _report_set_aside(res: dict, progress) -> None:
+    """Count the set-aside records on the progress stream and write their table."""
+    if not res["set_aside"]:
+        res["set_aside_counts"] = pd.DataFrame(columns=["analysis", "reason", "records"])
+        return
+    table = pd.concat(res["set_aside"], ignore_index=True)
+    res["writer"].csv(table, "set_aside")
+    counts = (
+        table.groupby(["analysis", "reason"], sort=False).size().rename("records").reset_index()
+    )
+    res["set_aside_counts"] = counts
+    for analysis, g in counts.groupby("analysis", sort=False):
+        detail = ", ".join(f"{r.reason}: {r.records}" for r in g.itertuples())
+        progress.log(f"set aside by {analysis}: {int(g['records'].sum())} record(s) ({detail})")
 
 
 def _longitudinal(trial: VirtualTrial, res: dict) -> None:
     spec, w = trial.spec, res["writer"]
     ev = trial.events
-    obs = ev[ev["EVID"] == 0]
+    is_obs = analyses.observation_mask(ev)
+    obs = ev[is_obs]
+    evid = pd.to_numeric(ev["EVID"], errors="coerce").to_numpy()
+    for mask, reason in (
+        ((evid == 0) & ~is_obs, "MDV=1: not an observation"),
+        (evid == 2, "EVID=2 (other event): not an observation or dose"),
+        (evid == 3, "EVID=3 (reset): not an observation or dose"),
+    ):
+        if mask.any():
+            _set_aside(res, "longitudinal summaries", ev.loc[mask].assign(reason=reason))
     pk_treatment = {m.analyte: m.treatment for m in spec.models.values() if m.role == "pk"}
     analytes = list(dict.fromkeys([*spec.analytes(), *sorted(set(obs["ANALYTE"]) - {""})]))
     for analyte in analytes:
@@ -355,6 +426,10 @@ def _longitudinal(trial: VirtualTrial, res: dict) -> None:
         if analyte in pk_treatment:
             tad = analyses.time_after_dose(ev, pk_treatment[analyte])
             tad = tad[tad["ANALYTE"] == analyte].copy()
+            early = tad["TAD"].isna()
+            if early.any():
+                why = f"before the first {pk_treatment[analyte]} dose (no time after dose)"
+                _set_aside(res, "longitudinal summaries", tad[early].assign(reason=why))
             tad["TAD_h"] = (tad["TAD"] * 24.0).round(2) if spec.time_unit == "day" else tad["TAD"]
             table = analyses.longitudinal_summary(tad, time_col="TAD_h", by=("ARM", "OCC"))
             kind = "pk"
@@ -660,6 +735,16 @@ def _write_report(res: dict, prov: dict, trial: VirtualTrial, root: Path) -> Non
         for name, r in res["fits"].items():
             if r.kind in ("endpoint", "joint") and not r.is_view:
                 rep.table(r.convergence, f"{name} ({r.class_name}): convergence")
+    rep.heading("Records set aside")
+    counts = res.get("set_aside_counts")
+    if counts is not None and len(counts):
+        rep.paragraph(
+            f"{int(counts['records'].sum())} record(s) were not used by an analysis or fit; "
+            "each is listed with its reason in tables/set_aside.csv."
+        )
+        rep.table(counts, "records set aside, by analysis and reason")
+    else:
+        rep.paragraph("No record was set aside: every observation entered every analysis.")
     if errors or res["notes"]:
         rep.heading("Notes")
         if errors:

@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from pkpd.cli import main
-from pkpd.errors import ColumnError, DataError
+from pkpd.errors import ColumnError, DataError, OptionError
 from pkpd.report import run_study
 from pkpd.study import load_spec, simulate_trial
 from tests.report._trial import SPEC_A, SPEC_B
@@ -143,11 +143,50 @@ def test_atomic_output_survives_failure(tmp_path, monkeypatch):
 def test_rerun_replaces_folder(tmp_path):
     data, _ = _write_trial(tmp_path, SPEC_B, subjects=1, seed=1)
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an earlier run")
     run_study(SPEC_B, data, out, seed=1, fit=False, stream=False)
+    (out / "stale.txt").write_text("from an earlier run")
+    run_study(SPEC_B, data, out, seed=1, fit=False, stream=False)  # a pkpd output: replaced
     assert not (out / "stale.txt").exists() and (out / "report.html").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]
+    # a folder that is not a pkpd output is replaced only with force=True
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(OptionError, match="not a pkpd output"):
+        run_study(SPEC_B, data, other, seed=1, fit=False, stream=False)
+    assert (other / "notes.txt").read_text() == "mine"
+    run_study(SPEC_B, data, other, seed=1, fit=False, stream=False, force=True)
+    assert not (other / "notes.txt").exists() and (other / "report.html").is_file()
+
+
+def test_set_aside_records_are_counted_and_listed(tmp_path, capsys):
+    """MDV=1 and EVID 2 records are left out of the longitudinal summaries and the NCA,
+    counted on stderr and listed in tables/set_aside.csv and the report."""
+    data, trial = _write_trial(tmp_path, SPEC_B, subjects=1, seed=1)
+    ev = trial.events.copy()
+    obs = ev.index[(ev["EVID"] == 0) & (ev["ANALYTE"] == "CARNK") & (ev["MATRIX"] == "PB")]
+    ev.loc[obs[2], "MDV"] = 1  # a sample turned off
+    other = ev.loc[[obs[3]]].assign(EVID=2, DV=float("nan"))
+    ev = pd.concat([ev, other]).sort_values(["ID", "TIME"], kind="stable")
+    ev.to_csv(data, index=False)
+    out = tmp_path / "out"
+    run_study(SPEC_B, data, out, seed=1, fit=False)
+    err = capsys.readouterr().err
+    assert "set aside by longitudinal summaries: 2 record(s)" in err
+    assert "MDV=1: not an observation: 1" in err and "EVID=2" in err
+    table = pd.read_csv(out / "tables" / "set_aside.csv")
+    longit = table[table["analysis"] == "longitudinal summaries"]
+    assert sorted(longit["reason"].str[:5]) == ["EVID=", "MDV=1"]
+    nca = table[table["analysis"].str.startswith("NCA")]
+    assert "MDV=1: not an observation" in set(nca["reason"])
+    # the summaries count that sample no more: its arm (one subject) has no row at its time
+    summary = pd.read_csv(out / "tables" / "longitudinal_carnk_pb.csv")
+    off = ev.loc[obs[2]]
+    same = summary[(summary["TIME"] == off["TIME"]) & (summary["ARM"] == off["ARM"])]
+    assert same.empty
+    assert len(summary[summary["TIME"] == off["TIME"]]) == 2  # the two other arms
+    html = (out / "report.html").read_text()
+    assert "Records set aside" in html and "tables/set_aside.csv" in html
 
 
 def test_missing_data_file(tmp_path, capsys):
