@@ -44,7 +44,7 @@ from scipy.special import expit, logit
 from pkpd.errors import OptionError
 from pkpd.models._data import ModelData
 from pkpd.models._priors import CovariateEffect, Prior
-from pkpd.models._residual import Proportional
+from pkpd.models._residual import Additive, Combined, Proportional, ResidualError
 
 __all__ = ["PopulationModel", "StructuralParameter"]
 
@@ -102,6 +102,14 @@ class PopulationModel:
         Role -> column mapping for the data (see :mod:`pkpd.data.roles`).
     time_unit, conc_unit
         Units for the report (``conc_unit`` defaults to the data's DVU column).
+    residual
+        Residual error model (:mod:`pkpd.models._residual`), BLQ records censored (M3)
+        in each: ``"proportional"`` (default; log-normal, ``sigma`` the SD of ln DV),
+        ``"additive"`` (:math:`y \\sim N(f, \\sigma_\\mathrm{add}^2)`, ``sigma_add`` in the
+        DV unit) or ``"combined"`` (:math:`y \\sim N(f, \\sigma_\\mathrm{add}^2 +
+        \\sigma_\\mathrm{prop}^2 f^2)`, Monolix/nlmixr2 "combined2"). With an additive
+        part, DV may be 0 or negative where the model's data preparation allows it
+        (:class:`~pkpd.models.PopPK`).
     """
 
     #: name used in saved files (subclasses override)
@@ -120,9 +128,14 @@ class PopulationModel:
         columns: Mapping[str, str] | None = None,
         time_unit: str = "h",
         conc_unit: str | None = None,
+        residual: str = "proportional",
     ):
         names = [p.name for p in self.structural_parameters()]
+        self.residual = _residual_model(residual)
         self.priors = dict(self.default_priors())
+        if not isinstance(self.residual, Proportional):
+            sigma = self.priors.pop("sigma", None)
+            self.priors.update(self.residual.default_priors(sigma))
         for key, prior in dict(priors or {}).items():
             if key not in self.priors:
                 raise OptionError(
@@ -163,8 +176,6 @@ class PopulationModel:
         self.columns = dict(columns or {})
         self.time_unit = time_unit
         self.conc_unit = conc_unit
-        #: residual error model (:mod:`pkpd.models._residual`)
-        self.residual = Proportional()
 
     # -- what a subclass provides -------------------------------------------------
     def structural_parameters(self) -> list[StructuralParameter]:
@@ -217,6 +228,7 @@ class PopulationModel:
             "columns": self.columns,
             "time_unit": self.time_unit,
             "conc_unit": self.conc_unit,
+            "residual": self.residual.kind,
         }
 
     @classmethod
@@ -478,6 +490,18 @@ class PopulationModel:
         if check:
             fit.check_convergence(warn=True)
         return fit
+
+
+#: residual error models by their ``kind`` (the ``residual=`` option)
+_RESIDUALS = {c.kind: c for c in (Proportional, Additive, Combined)}
+
+
+def _residual_model(residual) -> ResidualError:
+    if isinstance(residual, ResidualError):
+        return residual
+    if residual not in _RESIDUALS:
+        raise OptionError(f"residual must be one of {sorted(_RESIDUALS)}, got {residual!r}.")
+    return _RESIDUALS[residual]()
 
 
 def theta_from_draws(model: PopulationModel, draws: Mapping[str, np.ndarray]) -> dict:

@@ -23,10 +23,18 @@ from pkpd.errors import OptionError
 from pkpd.io import atomic_path
 from pkpd.models._data import ModelData
 from pkpd.models._diagnostics import ConvergenceChecks
+from pkpd.models._residual import Proportional
 
 __all__ = ["PopulationFit", "load"]
 
 _MODELS: dict[str, type] = {}
+
+#: summary unit of each residual parameter (``{conc}``: the data's unit)
+_RESIDUAL_UNITS = {
+    "sigma": "SD of ln DV",
+    "sigma_add": "SD of DV ({conc})",
+    "sigma_prop": "SD of DV / prediction",
+}
 
 
 def register(cls):
@@ -154,7 +162,8 @@ class PopulationFit(ConvergenceChecks):
         variability ``omega_<name>`` as CV% (:math:`100\\sqrt{e^{\\omega^2}-1}` for
         log-normal parameters; SD on the logit scale for fractions), correlations,
         covariate effects (ratio to the reference level, or power exponent),
-        model-specific extras and the residual SD ``sigma`` of ln DV.
+        model-specific extras and the residual parameters: ``sigma`` (SD of ln DV,
+        proportional), ``sigma_add`` (DV unit) and ``sigma_prop`` (SD / prediction).
         Columns: ``kind, unit, mean, sd, median, q<lo>, q<hi>`` (equal-tailed
         ``prob`` interval), ``ess_bulk, ess_tail, r_hat``.
         """
@@ -225,7 +234,9 @@ class PopulationFit(ConvergenceChecks):
                 rows.append(
                     (c.name, "covariate", f"exponent (ref {item['reference']:g})", post[c.name])
                 )
-        rows.append(("sigma", "residual", "SD of ln DV", post["sigma"]))
+        for name in self.model.residual.parameters():
+            unit = _RESIDUAL_UNITS.get(name, "").format(conc=units["conc"])
+            rows.append((name, "residual", unit, post[name]))
         return rows
 
     def individual(self, prob: float = 0.9, n_draws: int | None = 1000) -> pd.DataFrame:
@@ -416,11 +427,14 @@ class PopulationFit(ConvergenceChecks):
         )
 
     def gof(self, n_draws: int = 1000) -> pd.DataFrame:
-        """Goodness-of-fit data, one row per observation.
+        r"""Goodness-of-fit data, one row per observation.
 
         ``PRED`` (typical subject, posterior median), ``IPRED`` (posterior median of
         the individual prediction) and the conditional residual
-        ``IWRES = (ln DV - ln IPRED) / sigma`` (NaN for BLQ records).
+        ``IWRES = (ln DV - ln IPRED) / sigma`` (NaN for BLQ records); with an additive
+        part in the residual model ``IWRES = (DV - IPRED) / g(IPRED)``, :math:`g` the
+        residual SD at the posterior median residual parameters (``sigma_add``, or
+        :math:`\sqrt{\sigma_\mathrm{add}^2 + \sigma_\mathrm{prop}^2\,\mathrm{IPRED}^2}`).
         """
         d = self.data
         draws = self.draws(n_draws)
@@ -428,9 +442,14 @@ class PopulationFit(ConvergenceChecks):
         ipred = np.exp(np.median(self._log_pred(draws, self._theta(draws), *args), 0))
         zero = np.zeros((next(iter(draws.values())).shape[0], d.n_subjects, len(self.model.bsv)))
         pred = np.exp(np.median(self._log_pred(draws, self._theta(draws, eta=zero), *args), 0))
-        sigma = float(np.median(draws["sigma"]))
+        residual = self.model.residual
         with np.errstate(invalid="ignore", divide="ignore"):
-            iwres = np.where(d.obs_blq, np.nan, (np.log(d.obs_dv) - np.log(ipred)) / sigma)
+            if isinstance(residual, Proportional):
+                sigma = float(np.median(draws["sigma"]))
+                iwres = (np.log(d.obs_dv) - np.log(ipred)) / sigma
+            else:
+                iwres = residual.iwres(d.obs_dv, ipred, draws)
+            iwres = np.where(d.obs_blq, np.nan, iwres)
         out = d.observations()
         out["PRED"] = pred
         out["IPRED"] = ipred
@@ -441,14 +460,18 @@ class PopulationFit(ConvergenceChecks):
         """Posterior predictive replicates of the design: ``(n_rep, n_obs)`` values.
 
         Each replicate takes one posterior draw, draws new random effects for every
-        subject (same covariates and dosing) and adds log-normal residual error; values
-        are not censored (compare them with ``data.obs_lloq``).
+        subject (same covariates and dosing) and adds the model's residual error
+        (log-normal for ``"proportional"``; normal on the DV scale with SD
+        :math:`g(f)` for ``"additive"``/``"combined"``, which can give values <= 0);
+        values are not censored (compare them with ``data.obs_lloq``).
         """
         rng = np.random.default_rng(seed)
         d = self.data
         draws = self.draws(n_rep)
         theta = self._theta(draws, eta=self._new_eta(draws, rng))
         log_f = self._log_pred(draws, theta, d.obs_subject, d.obs_time, d.obs_matrix)
+        if not isinstance(self.model.residual, Proportional):
+            return self.model.residual.simulate(log_f, draws, rng)
         sigma = draws["sigma"][:, None]
         return np.exp(log_f + sigma * rng.standard_normal(log_f.shape))
 
