@@ -21,6 +21,23 @@ Vc, Q, Vp`` (2) or ``CL, Vc, Q, Vp, Q2, Vp2`` (3); ``ka`` and optionally ``lag``
 first-order absorption; ``F`` (logit-normal) when bioavailability is estimated. With
 oral data only, clearances and volumes are apparent (CL/F, V/F).
 
+With ``absorption_constraint="faster"`` the absorption rate is parameterised as
+
+.. math::
+
+    k_{a,i} = k_i + \delta_i, \qquad k_i = CL_i / V_{c,i}, \qquad
+    \ln \delta_i = \mu_\delta + \eta_{\delta,i}
+
+(``delta_ka``, log-normal with BSV), so absorption is faster than elimination from
+the central compartment in every subject and every draw, and the flip-flop mode
+:math:`k_a < k` of the oral likelihood (for one compartment, :math:`(k_a, k)` and
+:math:`(k, k_a)` with :math:`V \to V k/k_a` give the same curve) is excluded by
+construction. Since the terminal rate :math:`\lambda_n < k` for 2-3 compartments,
+:math:`k_a > \lambda_n` too. This is the parameterisation of PKBugs,
+:math:`\ln(k_a - CL/V)` (Lunn et al. 2002); for the flip-flop mode see Yáñez et al.
+2011. ``ka`` is then derived: a summary row of kind
+``"derived (ka = CL/V + delta_ka)"`` and a column of ``individual()``.
+
 Residual error is log-normal (additive on ln C) and BLQ records are left-censored
 (M3) at their LLOQ, as for every :class:`~pkpd.models.PopulationModel`.
 
@@ -33,6 +50,13 @@ Gibaldi M, Perrier D. *Pharmacokinetics*, 2nd ed. Marcel Dekker, 1982 (ch. 3-4).
 
 Anderson BJ, Holford NHG. Mechanism-based concepts of size and maturity in
 pharmacokinetics. *Annu Rev Pharmacol Toxicol* 2008;48:303-332 (allometry).
+
+Lunn DJ, Best N, Thomas A, Wakefield J, Spiegelhalter D. Bayesian analysis of
+population PK/PD models: general concepts and software. *J Pharmacokinet
+Pharmacodyn* 2002;29:271-307 (PKBugs; identifiability of the oral model).
+
+Yáñez JA, Remsberg CM, Sayre CL, Forrest ML, Davies NM. Flip-flop pharmacokinetics:
+delivering a reversal of disposition. *Ther Deliv* 2011;2:643-672.
 """
 
 from __future__ import annotations
@@ -48,11 +72,17 @@ from pkpd.models._data import ModelData, observations_from_frame
 from pkpd.models._dosing import active_doses, pack_doses
 from pkpd.models._fit import register
 from pkpd.models._priors import CovariateEffect, Prior
+from pkpd.models._residual import Proportional
 from pkpd.structural._xp import namespace
 
 __all__ = ["PopPK", "allometric", "conc_scale"]
 
 ABSORPTIONS = ("first-order", "bolus", "infusion")
+CONSTRAINTS = (None, "faster")
+#: default ``absorption_constraint`` (see docs/models/pk.md, "Flip-flop" for the evidence)
+DEFAULT_CONSTRAINT = None
+#: summary kind of the derived ka row when ka = CL/V + delta_ka
+KA_DERIVED = "derived (ka = CL/V + delta_ka)"
 WEAK = "weakly informative default: override with literature values (priors=...)"
 
 _MASS = {"g": 1.0, "mg": 1e-3, "ug": 1e-6, "µg": 1e-6, "mcg": 1e-6, "ng": 1e-9, "pg": 1e-12}
@@ -110,13 +140,15 @@ def allometric(column: str = "WT", reference: float = 70.0, *, compartments: int
     return out
 
 
-def _parameter_names(compartments: int, absorption: str, lag=False, bioavailability=False):
+def _parameter_names(
+    compartments: int, absorption: str, lag=False, bioavailability=False, faster=False
+):
     names = {1: ["CL", "V"], 2: ["CL", "Vc", "Q", "Vp"], 3: ["CL", "Vc", "Q", "Vp", "Q2", "Vp2"]}
     if compartments not in names:
         raise OptionError(f"compartments must be 1, 2 or 3, got {compartments!r}.")
     out = list(names[compartments])
     if absorption == "first-order":
-        out.append("ka")
+        out.append("delta_ka" if faster else "ka")
         if lag:
             out.append("lag")
         if bioavailability:
@@ -141,6 +173,13 @@ class PopPK(PopulationModel):
     bioavailability
         Estimate the bioavailability ``F`` of depot doses (needs IV and oral data);
         otherwise ``F = 1`` and clearances/volumes are apparent (CL/F ...).
+    absorption_constraint
+        ``"faster"``: absorption faster than elimination by construction,
+        :math:`k_a = CL/V_c + \delta_{ka}` with ``delta_ka`` the structural parameter
+        (prior, BSV, covariates and ``centered`` name ``delta_ka``; ``ka`` is derived);
+        ``None``: ``ka`` is a free parameter and the flip-flop mode :math:`k_a < k` is
+        allowed (needed for slow-release forms whose terminal phase is absorption).
+        Ignored (``None``) for IV models, which have no ka.
     amount_unit, volume_unit
         Units of AMT and of the volumes (default ``"mg"`` and ``"L"``); with the
         data's concentration unit (DVU column or ``conc_unit``) they give the unit
@@ -169,6 +208,7 @@ class PopPK(PopulationModel):
         *,
         lag: bool = False,
         bioavailability: bool = False,
+        absorption_constraint: str | None = DEFAULT_CONSTRAINT,
         amount_unit: str = "mg",
         volume_unit: str = "L",
         conc_scale: float | None = None,
@@ -182,16 +222,31 @@ class PopPK(PopulationModel):
             raise OptionError("lag and bioavailability apply to first-order absorption only.")
         if late_doses not in ("error", "drop"):
             raise OptionError(f"late_doses must be 'error' or 'drop', got {late_doses!r}.")
+        if absorption_constraint not in CONSTRAINTS:
+            raise OptionError(
+                f"absorption_constraint must be one of {CONSTRAINTS}, got "
+                f"{absorption_constraint!r}."
+            )
+        if absorption != "first-order":
+            absorption_constraint = None
         self.compartments = int(compartments)
         self.absorption = absorption
         self.lag = bool(lag)
         self.bioavailability = bool(bioavailability)
+        self.absorption_constraint = absorption_constraint
+        if self.faster:
+            _refuse_free_ka(kwargs)
         self.amount_unit = amount_unit
         self.volume_unit = volume_unit
         self.conc_scale = None if conc_scale is None else float(conc_scale)
         self.late_doses = late_doses
         _parameter_names(self.compartments, absorption)
         super().__init__(time_unit=time_unit, **kwargs)
+
+    @property
+    def faster(self) -> bool:
+        """Whether ka = CL/V + delta_ka (``absorption_constraint="faster"``)."""
+        return getattr(self, "absorption_constraint", None) == "faster"
 
     # -- the mathematics --------------------------------------------------------------
     def structural_parameters(self) -> list[StructuralParameter]:
@@ -204,10 +259,13 @@ class PopPK(PopulationModel):
             "Q2": ("{vol}/{time}", "log", "intercompartmental clearance (peripheral 2)"),
             "Vp2": ("{vol}", "log", "peripheral volume (2)"),
             "ka": ("1/{time}", "log", "first-order absorption rate constant"),
+            "delta_ka": ("1/{time}", "log", "ka - CL/V: absorption rate minus central k"),
             "lag": ("{time}", "log", "absorption lag time"),
             "F": ("fraction", "logit", "bioavailability of depot doses"),
         }
-        names = _parameter_names(self.compartments, self.absorption, self.lag, self.bioavailability)
+        names = _parameter_names(
+            self.compartments, self.absorption, self.lag, self.bioavailability, self.faster
+        )
         return [StructuralParameter(n, *meaning[n]) for n in names]
 
     def default_priors(self) -> dict[str, Prior]:
@@ -221,6 +279,11 @@ class PopPK(PopulationModel):
             "Q2": Prior.lognormal(1.0 * per_h, 2.0, WEAK),
             "Vp2": Prior.lognormal(50.0, 2.0, WEAK),
             "ka": Prior.lognormal(1.0 * per_h, 1.0, WEAK + "; ka ~ 1/h for most oral drugs"),
+            "delta_ka": Prior.lognormal(
+                1.0 * per_h,
+                1.0,
+                WEAK + "; ka ~ 1/h for most oral drugs and CL/V << ka, so ka - CL/V ~ 1/h",
+            ),
             "lag": Prior.lognormal(0.25 / per_h, 1.0, WEAK),
             "F": Prior.logitnormal(0.7, 1.5, WEAK),
         }
@@ -229,6 +292,7 @@ class PopPK(PopulationModel):
             getattr(self, "absorption", "first-order"),
             getattr(self, "lag", False),
             getattr(self, "bioavailability", False),
+            self.faster,
         )
         out = {n: priors[n] for n in names}
         for n in names:
@@ -243,11 +307,18 @@ class PopPK(PopulationModel):
             "absorption": self.absorption,
             "lag": self.lag,
             "bioavailability": self.bioavailability,
+            "absorption_constraint": self.absorption_constraint,
             "amount_unit": self.amount_unit,
             "volume_unit": self.volume_unit,
             "conc_scale": self.conc_scale,
             "late_doses": self.late_doses,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        """As the base class; a config saved before ``absorption_constraint`` existed
+        (no key) had a free ka."""
+        return super().from_config({"absorption_constraint": None, **dict(config)})
 
     def units(self, d: ModelData | None = None) -> dict[str, str]:
         return {**super().units(d), "vol": self.volume_unit, "amount": self.amount_unit}
@@ -341,6 +412,13 @@ class PopPK(PopulationModel):
             return disposition(th["CL"], th["Vc"], th["Q"], th["Vp"])
         return disposition(th["CL"], th["Vc"], th["Q"], th["Vp"], th["Q2"], th["Vp2"])
 
+    def absorption_rate(self, theta):
+        r"""Individual ``ka`` from the structural parameters: ``theta["ka"]``, or
+        :math:`CL/V_c + \delta_{ka}` with ``absorption_constraint="faster"``."""
+        if not self.faster:
+            return theta["ka"]
+        return theta["CL"] / theta["V" if self.compartments == 1 else "Vc"] + theta["delta_ka"]
+
     def _dose_terms(self, unit_fn, theta, d: ModelData, subject, time, key=None):
         """Sum over the acting doses of ``F_k A_k unit_fn(t - t_k)`` at each time.
 
@@ -353,6 +431,7 @@ class PopPK(PopulationModel):
         subject = np.asarray(subject)
         n_t = len(subject)
         coefs, rates = self._disposition(theta)  # (..., n_subj) each
+        ka = self.absorption_rate(theta) if "depot" in d.meta["routes"] else None
         total = None
         for route in d.meta["routes"]:
             mask, dt = active_doses(d.arrays, route, subject, time, key)
@@ -367,7 +446,7 @@ class PopPK(PopulationModel):
                 subj = subject[rows]
                 kw = {"tau": tau[rows, slots] if steady else None}
                 if route == "depot":
-                    kw["ka"] = theta["ka"][..., subj]
+                    kw["ka"] = ka[..., subj]
                     if self.lag:
                         kw["lag"] = theta["lag"][..., subj]
                 elif route == "infusion":
@@ -408,22 +487,30 @@ class PopPK(PopulationModel):
         return xp.log(xp.maximum(c, d.meta["conc_floor"]))
 
     def derived(self, theta, extra, d) -> dict[str, np.ndarray]:
-        """Terminal half-life and, for 2-3 compartments, Vss, per subject and draw."""
+        """Terminal half-life, for 2-3 compartments Vss, and with
+        ``absorption_constraint="faster"`` ka, per subject and draw."""
         _coefs, rates = self._disposition(theta)
         out = {"t_half": np.log(2.0) / np.asarray(rates[-1])}
+        if self.faster:
+            out["ka"] = np.asarray(self.absorption_rate(theta))
         if self.compartments > 1:
             vols = ["Vc", "Vp"] + (["Vp2"] if self.compartments == 3 else [])
             out["Vss"] = sum(theta[v] for v in vols)
         return out
 
     def extra_summary_rows(self, posterior, units):
-        """Typical terminal half-life derived from the typical parameters."""
+        r"""Typical terminal half-life derived from the typical parameters; with
+        ``absorption_constraint="faster"`` also the typical ka, :math:`CL/V + \delta_{ka}`
+        of the typical values (kind ``"derived (ka = CL/V + delta_ka)"``)."""
         import xarray as xr
 
         typ = {p.name: posterior[p.name] for p in self.structural_parameters()}
         _coefs, rates = self._disposition({k: v.to_numpy() for k, v in typ.items()})
         t_half = xr.DataArray(np.log(2.0) / rates[-1], dims=typ["CL"].dims)
-        return [("t_half", "derived", units["time"], t_half)]
+        rows = []
+        if self.faster:
+            rows.append(("ka", KA_DERIVED, f"1/{units['time']}", self.absorption_rate(typ)))
+        return [*rows, ("t_half", "derived", units["time"], t_half)]
 
     # -- exposure metrics ---------------------------------------------------------------
     def cumulative_auc(self, theta, d: ModelData, subject, time):
@@ -532,7 +619,7 @@ class PopPK(PopulationModel):
         times,
         typical: dict | None = None,
         omega: dict | None = None,
-        sigma: float = 0.2,
+        sigma: float | dict = 0.2,
         effects: dict | None = None,
         covariates: pd.DataFrame | None = None,
         lloq: float | None = None,
@@ -558,7 +645,12 @@ class PopPK(PopulationModel):
         typical, omega, sigma
             True typical values (natural scale; default: the prior medians), BSV SDs on
             the latent scale (default 0.3 for every parameter with BSV) and the
-            residual SD of ln C.
+            residual error of the model's ``residual``: the SD of ln C
+            (``"proportional"``), ``sigma_add`` in the concentration unit
+            (``"additive"``; values may then be <= 0) or a dict ``{"sigma_add": ...,
+            "sigma_prop": ...}`` (``"combined"``). ``typical`` and ``omega`` name the
+            model's structural parameters: with ``absorption_constraint="faster"``
+            ``delta_ka``, not ``ka``.
         effects
             True covariate effects by effect name (``beta_CL_SEX``): ``{level: ratio}``
             for categorical effects, the exponent for estimated power effects.
@@ -570,8 +662,15 @@ class PopPK(PopulationModel):
         Returns
         -------
         DataFrame ``ID, TIME, EVID, AMT, ... , MDV, DV, BLQ, LLOQ`` (+ covariates,
-        ``DVU``); with ``return_truth`` also the true individual parameters.
+        ``DVU``); with ``return_truth`` also the true individual parameters (and, with
+        ``absorption_constraint="faster"``, their ``ka``).
         """
+        if self.faster and ("ka" in (typical or {}) or "ka" in (omega or {})):
+            raise OptionError(
+                "This model has ka = CL/V + delta_ka (absorption_constraint='faster'): give "
+                "typical= and omega= for 'delta_ka', or simulate with a model whose "
+                "absorption_constraint is None."
+            )
         rng = np.random.default_rng(seed)
         ids = np.arange(1, n_subjects + 1) + id_offset
         if isinstance(doses, pd.DataFrame):
@@ -622,7 +721,7 @@ class PopPK(PopulationModel):
             eta = om.get(p.name, 0.0) * rng.standard_normal(d.n_subjects)
             theta[p.name] = p.inverse(latent[p.name] + eta)
         log_c = self.log_prediction(theta, {}, d, d.obs_subject, d.obs_time, d.obs_matrix)
-        dv = np.exp(log_c + sigma * rng.standard_normal(d.n_obs))
+        dv = self._residual_draw(log_c, sigma, rng)
         out = frame.copy()
         out["LLOQ"] = np.where(out["EVID"] == 0, np.nan if lloq is None else float(lloq), np.nan)
         out.loc[out["EVID"] == 0, "DV"] = np.nan
@@ -635,7 +734,42 @@ class PopPK(PopulationModel):
         out = out.reset_index(drop=True)
         if not return_truth:
             return out
-        return out, pd.DataFrame({"ID": d.subjects, **theta})
+        truth = pd.DataFrame({"ID": d.subjects, **theta})
+        if self.faster:
+            truth["ka"] = self.absorption_rate(theta)
+        return out, truth
+
+    def _residual_draw(self, log_c: np.ndarray, sigma, rng) -> np.ndarray:
+        """One observation per prediction from the model's residual error model."""
+        if isinstance(self.residual, Proportional):
+            return np.exp(log_c + float(sigma) * rng.standard_normal(log_c.shape))
+        names = self.residual.parameters()
+        if not isinstance(sigma, dict):
+            if len(names) > 1:
+                raise OptionError(
+                    f"The {self.residual.kind} residual model needs sigma={{...}} with {names}."
+                )
+            sigma = {names[0]: sigma}
+        missing = [n for n in names if n not in sigma]
+        if missing:
+            raise OptionError(f"sigma= lacks {missing} for the {self.residual.kind} model.")
+        params = {n: np.atleast_1d(float(sigma[n])) for n in names}
+        return self.residual.simulate(log_c[None, :], params, rng)[0]
+
+
+def _refuse_free_ka(kwargs: dict) -> None:
+    """With ka = CL/V + delta_ka, an option naming ``ka`` is a mistake: say what to name."""
+    named = [*dict(kwargs.get("priors") or {}), *list(kwargs.get("bsv") or [])]
+    centered = kwargs.get("centered", False)
+    if not isinstance(centered, bool):
+        named += [centered] if isinstance(centered, str) else list(centered)
+    named += [CovariateEffect.coerce(c).parameter for c in kwargs.get("covariates") or ()]
+    if "ka" in named or "omega_ka" in named:
+        raise OptionError(
+            "With absorption_constraint='faster', ka = CL/V + delta_ka is derived: put priors, "
+            "BSV, covariates and centered= on 'delta_ka' (its prior median ~ the expected ka "
+            "when CL/V << ka), or pass absorption_constraint=None for a free ka."
+        )
 
 
 def _scatter_sum(xp, values, index: np.ndarray, n: int):

@@ -273,3 +273,105 @@ def test_centered_density_is_the_non_centred_one_after_the_change_of_variables()
         PopPK(2, centered=True, correlated=True)
     with pytest.raises(OptionError, match="without BSV"):
         PopPK(1, centered=["Q"])
+
+
+# --- ka = CL/V + delta_ka (absorption_constraint="faster") ---------------------------------
+FREE = {"absorption_constraint": None}
+FASTER = {"absorption_constraint": "faster"}
+
+
+@pytest.mark.parametrize("n_cmt", [1, 2])
+def test_faster_prediction_is_the_free_model_at_ka_equal_k_plus_delta(n_cmt):
+    """Against the ODE reference at ka = CL/V + delta_ka, for single and SS doses."""
+    params = {"CL": 4.0, "V": 30.0} if n_cmt == 1 else {k: TWO_CMT[k] for k in TWO_CMT if k != "ka"}
+    delta = 0.7
+    records = [{"TIME": 0.0, "AMT": 100.0}, {"TIME": 48.0, "AMT": 100.0, "SS": 1, "II": 12.0}]
+    obs = [0.5, 1.0, 3.0, 12.0, 47.0, 48.5, 50.0, 55.0]
+    frame = frame_from(records, obs)
+    faster = PopPK(n_cmt, conc_unit="mg/L", **FASTER)
+    got = model_conc(faster, frame, {**params, "delta_ka": delta})
+    ka = params["CL"] / params.get("V", params.get("Vc")) + delta
+    events = [{"time": 0.0, "kind": "depot", "amt": 100.0}, {"time": 48.0, "kind": "reset"}]
+    events += [{"time": 48.0 - 12.0 * k, "kind": "depot", "amt": 100.0} for k in range(150)]
+    # SS=1 at 48 h: reset, then the train of earlier doses every 12 h (long run-in)
+    run_in = sorted(events[2:], key=lambda e: e["time"])
+    ref_pre = ode_reference({**params, "ka": ka}, events[:1], obs[:5], n_cmt)
+    ref_ss = ode_reference({**params, "ka": ka}, run_in, obs[5:], n_cmt)
+    np.testing.assert_allclose(got, np.concatenate([ref_pre, ref_ss]), rtol=1e-7)
+
+
+def test_faster_options_names_and_config():
+    names = lambda m: [p.name for p in m.structural_parameters()]  # noqa: E731
+    assert names(PopPK(1, **FASTER)) == ["CL", "V", "delta_ka"]
+    assert names(PopPK(2, lag=True, **FASTER)) == ["CL", "Vc", "Q", "Vp", "delta_ka", "lag"]
+    assert PopPK(1, "bolus", **FASTER).absorption_constraint is None  # no ka in IV models
+    model = PopPK(1, centered=["CL", "delta_ka"], **FASTER)
+    assert {"delta_ka", "omega_delta_ka"} <= set(model.priors) and "ka" not in model.priors
+    assert PopPK.from_config(model.config()).absorption_constraint == "faster"
+    legacy = PopPK(1, **FREE).config()
+    del legacy["absorption_constraint"]  # a fit saved before the option existed had a free ka
+    assert PopPK.from_config(legacy).absorption_constraint is None
+    for bad in ({"centered": ["ka"]}, {"bsv": ["CL", "ka"]}, {"covariates": ["ka~SEX"]}):
+        with pytest.raises(OptionError, match="delta_ka"):
+            PopPK(1, **FASTER, **bad)
+    with pytest.raises(OptionError, match="absorption_constraint"):
+        PopPK(1, absorption_constraint="slower")
+    with pytest.raises(OptionError, match="delta_ka"):
+        model.simulate(2, doses=[{"TIME": 0.0, "AMT": 1.0}], times=[1.0], typical={"ka": 1.0})
+    _, truth = model.simulate(
+        3, doses=[{"TIME": 0.0, "AMT": 10.0}], times=[1.0, 2.0], return_truth=True, seed=1
+    )
+    np.testing.assert_allclose(truth["ka"], truth["CL"] / truth["V"] + truth["delta_ka"])
+
+
+@pytest.fixture(scope="module")
+def flip_flop_fit():
+    """Slow absorption (true ka 0.05/h < k = CL/V = 0.125/h: the terminal phase is
+    absorption) fitted with ka = CL/V + delta_ka. 2 chains x 150 draws."""
+    import warnings
+
+    truth = {"CL": 5.0, "V": 40.0, "ka": 0.05}
+    data = PopPK(1, conc_unit="mg/L", **FREE).simulate(
+        8, doses=[{"TIME": 0.0, "AMT": 100.0}], times=[1, 2, 4, 8, 12, 24, 36, 48, 72, 96],
+        typical=truth, omega={"CL": 0.1, "V": 0.1, "ka": 0.1}, sigma=0.05, seed=7,
+    )  # fmt: skip
+    model = PopPK(1, conc_unit="mg/L", **FASTER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = model.fit(data, draws=150, tune=150, chains=2, random_seed=7, check=False)
+    return model, fit
+
+
+def test_faster_fit_has_ka_above_k_in_every_draw(flip_flop_fit):
+    model, fit = flip_flop_fit
+    draws = fit.draws()
+    theta = fit._theta(draws)
+    ka_i = model.derived(theta, {}, fit.data)["ka"]
+    assert np.all(ka_i > theta["CL"] / theta["V"])
+    assert np.all(draws["CL"] / draws["V"] < draws["CL"] / draws["V"] + draws["delta_ka"])
+    # the data's flip-flop solution is the mirror of the truth: ka' = k = 0.125,
+    # k' = ka = 0.05, V' = V k / ka = 100 L (CL unchanged)
+    s = fit.summary()
+    assert s.loc["ka", "median"] == pytest.approx(0.125, rel=0.25)
+    assert s.loc["CL", "median"] / s.loc["V", "median"] == pytest.approx(0.05, rel=0.25)
+    assert s.loc["V", "median"] == pytest.approx(100.0, rel=0.25)
+
+
+def test_faster_fit_tables_show_the_parameterisation(flip_flop_fit):
+    model, fit = flip_flop_fit
+    s = fit.summary()
+    assert s.loc["ka", "kind"] == "derived (ka = CL/V + delta_ka)" and s.loc["ka", "unit"] == "1/h"
+    assert s.loc["delta_ka", "kind"] == "typical" and "omega_delta_ka" in s.index
+    post = fit.posterior
+    typical_ka = (post["CL"] / post["V"] + post["delta_ka"]).to_numpy()
+    assert s.loc["ka", "median"] == pytest.approx(np.median(typical_ka))
+    ind = fit.individual()
+    assert {"ka", "ka_lo", "ka_hi", "delta_ka", "t_half"} <= set(ind.columns)
+    assert np.all(ind["ka"] > ind["CL"] / ind["V"])
+    pred = fit.predict(times=[1.0, 10.0, 48.0], ids=fit.data.subjects[:2])
+    assert np.all(np.isfinite(pred[["IPRED", "PRED"]].to_numpy())) and len(pred) == 6
+    exp = model.exposures(fit, windows=[(0.0, 96.0)], n_draws=50)
+    # exact AUC(0-96) of the window vs the dose fraction eliminated: AUC <= F Dose / CL
+    auc_inf = 100.0 / ind.set_index("ID").loc[exp["ID"], "CL"].to_numpy()
+    assert np.all(exp["AUC"].to_numpy() < auc_inf * 1.05)
+    assert np.isfinite(fit.gof()["IWRES"]).all()
