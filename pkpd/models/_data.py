@@ -203,6 +203,9 @@ def observations_from_frame(
             f"{describe_rows(et.row[k], data.index[et.row[k]], obs_ids[k])}."
         )
     blq = et.blq.copy()
+    et, obs_ids, obs_matrix_raw, lloq, blq = _set_aside_predose_zeros(
+        et, obs_ids, obs_matrix_raw, lloq, blq
+    )
     no_lloq = blq & ~np.isfinite(lloq)
     if no_lloq.any():
         k = np.flatnonzero(no_lloq)
@@ -308,3 +311,53 @@ def subject_covariates(
             )
         out[col] = values.to_numpy()
     return pd.DataFrame(out, index=pd.Index(subjects, name="ID"))
+
+
+#: reason given to a zero (BLQ) sample at or before the subject's first dose without LLOQ
+PREDOSE_ZERO = "pre-dose zero (at or before the first dose, no LLOQ): no drug yet"
+
+
+def _set_aside_predose_zeros(et, obs_ids, obs_matrix_raw, lloq, blq):
+    """Set aside BLQ records without an LLOQ taken at or before the subject's first dose.
+
+    A pre-dose sample reported as 0 (or flagged BLQ) with no LLOQ is the baseline of a
+    drug-free subject, not a censored measurement: it carries no information for the
+    models and is set aside with :data:`PREDOSE_ZERO`, as the NCA sets aside samples
+    before the first dose, instead of demanding an LLOQ. Returns the event table and the
+    per-observation arrays without them (the set-aside table gains their rows).
+    """
+    import dataclasses
+
+    doses = et.doses
+    if len(doses) == 0 or not blq.any():
+        return et, obs_ids, obs_matrix_raw, lloq, blq
+    first = doses.groupby("ID", sort=False)["TIME"].min()
+    first_dose = first.reindex(obs_ids).to_numpy(dtype=float)  # NaN: no dose
+    drop = blq & ~np.isfinite(lloq) & (et.time <= first_dose)
+    if not drop.any():
+        return et, obs_ids, obs_matrix_raw, lloq, blq
+    aside = pd.DataFrame(
+        {
+            "row": et.row[drop],
+            "ID": obs_ids[drop],
+            "TIME": et.time[drop],
+            "DV": et.dv[drop],
+            "reason": PREDOSE_ZERO,
+        }
+    )
+    keep = ~drop
+    n = keep.size
+    changes = {
+        f.name: getattr(et, f.name)[keep]
+        for f in dataclasses.fields(et)
+        if f.name != "offsets"
+        and isinstance(getattr(et, f.name), np.ndarray)
+        and getattr(et, f.name).shape[:1] == (n,)
+    }
+    counts = np.add.reduceat(keep.astype(np.int64), et.offsets[:-1]) if n else np.diff(et.offsets)
+    counts = np.where(np.diff(et.offsets) > 0, counts, 0)
+    offsets = np.zeros_like(et.offsets)
+    np.cumsum(counts, out=offsets[1:])
+    set_aside = pd.concat([et.set_aside, aside], ignore_index=True)
+    et = dataclasses.replace(et, offsets=offsets, set_aside=set_aside, **changes)
+    return et, obs_ids[keep], obs_matrix_raw[keep], lloq[keep], blq[keep]
