@@ -7,7 +7,14 @@ The public API is re-exported here explicitly. Importing :mod:`pkpd` (or
 """
 
 from pkpd._version import __version__
-from pkpd.data import load_example, prepare_event_table, resolve_roles
+from pkpd.data import (
+    load_example,
+    prepare_event_table,
+    read_adnca,
+    read_nonmem,
+    read_sdtm,
+    resolve_roles,
+)
 from pkpd.errors import (
     ColumnError,
     DataError,
@@ -35,6 +42,9 @@ __all__ = [
     "nca",
     "nca_profile",
     "prepare_event_table",
+    "read_adnca",
+    "read_nonmem",
+    "read_sdtm",
     "recovery_study",
     "resolve_roles",
     "sbc",
