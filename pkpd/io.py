@@ -5,6 +5,8 @@
   final rename fails, and when the process is stopped by SIGTERM (a handler, installed on
   the first atomic write from the main thread, removes every temporary file still open
   and then lets the signal end the process as before).
+- :func:`read_saved_tree`: a saved fit (netCDF or Zarr DataTree) read whole; a folder,
+  an empty, truncated or foreign file raises one :class:`~pkpd.errors.DataError`.
 - :func:`read_csv_checked`: a CSV read whose failures (missing file, a folder, empty,
   not UTF-8, wrong separator, truncated, malformed) raise one
   :class:`~pkpd.errors.DataError` naming the file and what to do. Subject identifiers
@@ -33,6 +35,7 @@ __all__ = [
     "atomic_path",
     "cleanup_on_exit",
     "read_csv_checked",
+    "read_saved_tree",
     "release_cleanup",
     "write_csv_atomic",
 ]
@@ -222,3 +225,23 @@ def read_csv_checked(
             if len(values) and canonical.astype(bool).all():
                 frame[col] = values.astype("int64")
     return frame
+
+
+def read_saved_tree(path, what: str = "saved fit"):
+    """Open and load a saved :class:`xarray.DataTree` (``.zarr`` folder, else netCDF via
+    h5netcdf), or raise one :class:`DataError` naming the file when it is not readable
+    (empty, truncated, not netCDF/HDF5, a folder where a file belongs)."""
+    import xarray as xr
+
+    path = Path(path)
+    zarr = path.suffix == ".zarr"
+    if path.is_dir() and not zarr:
+        raise DataError(f"{what} {str(path)!r} is a folder, not a saved fit file.")
+    try:
+        tree = xr.open_datatree(path, engine="zarr" if zarr else "h5netcdf")
+        return tree.load()
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(
+            f"{what} {str(path)!r} cannot be read ({_one_line(err)[:160]}): it is empty, "
+            "truncated or not a pkpd fit. Save the fit again (fit.save(path))."
+        ) from None

@@ -97,3 +97,18 @@ def test_ids_are_text_unless_integers_lose_nothing(tmp_path):
     assert read_csv_checked(path)["Subject"].tolist() == ["1.0", "2"]
     path.write_text("ID,TIME,DV\n1,0,1\n2,0,2\n")
     assert read_csv_checked(path, encoding="latin-1")["ID"].dtype == "int64"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a netcdf file", b"\x89HDF\r\n\x1a\n" + b"\0" * 64])
+def test_corrupt_saved_fit_is_one_data_error(tmp_path, content):
+    from pkpd.io import read_saved_tree
+    from pkpd.models import load
+    from pkpd.models._endpoint import load_endpoint
+
+    path = tmp_path / "fit.nc"
+    path.write_bytes(content)
+    for reader in (read_saved_tree, load, load_endpoint):
+        with pytest.raises(DataError, match=r"'.*fit\.nc' cannot be read .*Save the fit again"):
+            reader(path)
+    with pytest.raises(DataError, match="is a folder"):
+        read_saved_tree(tmp_path)

@@ -41,7 +41,7 @@ import xarray as xr
 
 from pkpd._version import __version__
 from pkpd.errors import ColumnError, DataError, OptionError
-from pkpd.io import atomic_path
+from pkpd.io import atomic_path, read_saved_tree
 from pkpd.models._diagnostics import ConvergenceChecks
 from pkpd.models._priors import Prior
 
@@ -672,7 +672,7 @@ def load_endpoint(path) -> EndpointFit:
     path = Path(path)
     if not path.exists():
         raise OptionError(f"No saved fit at {str(path)!r}.")
-    tree = xr.open_datatree(path, engine="h5netcdf").load()
+    tree = read_saved_tree(path)
     name = tree.attrs.get("pkpd_model")
     if name not in _ENDPOINTS:
         raise OptionError(f"{str(path)!r} is not a pkpd endpoint fit (model {name!r}).")

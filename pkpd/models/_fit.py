@@ -20,7 +20,7 @@ import xarray as xr
 
 from pkpd._version import __version__
 from pkpd.errors import OptionError
-from pkpd.io import atomic_path
+from pkpd.io import atomic_path, read_saved_tree
 from pkpd.models._data import ModelData
 from pkpd.models._diagnostics import ConvergenceChecks
 from pkpd.models._residual import Proportional
@@ -755,11 +755,7 @@ def load(path) -> PopulationFit:
     path = Path(path)
     if not path.exists():
         raise OptionError(f"No saved fit at {str(path)!r}.")
-    if path.suffix == ".zarr":
-        tree = xr.open_datatree(path, engine="zarr")
-    else:
-        tree = xr.open_datatree(path, engine="h5netcdf")
-    tree = tree.load()
+    tree = read_saved_tree(path)
     attrs = tree.attrs
     name = attrs.get("pkpd_model")
     if name not in _MODELS:
