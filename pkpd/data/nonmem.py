@@ -19,6 +19,10 @@ Semantics (NONMEM 7 user guide, "PREDPP"):
 - Ordering at equal times follows the record order of the data: a sample written
   before a dose at the same time (a pre-dose trough) does not see that dose.
   Additional (ADDL) doses come before any record at their time.
+- Values are read strictly (:mod:`pkpd.data.values`): text in AMT, ADDL, II, RATE,
+  DUR, SS, CMT or TIME is refused, ``.`` or empty is missing (0 for ADDL, II, RATE,
+  DUR and SS), and the ADDL expansion is bounded
+  (:func:`pkpd.data.events.check_expansion`) before anything is allocated.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pkpd.data.events import MAX_DOSE_EVENTS, check_expansion
 from pkpd.data.roles import Roles
-from pkpd.errors import DoseError, describe_rows
+from pkpd.data.values import numeric_values, time_values
+from pkpd.errors import DoseError, OptionError, describe_rows
 
 __all__ = ["DoseHistory", "dose_history", "weekly_regimen"]
 
@@ -54,10 +60,14 @@ class DoseHistory:
     resets: pd.DataFrame
 
 
-def _column(data, col, default=0.0) -> np.ndarray:
+def _column(data, col, default=0.0, what=None, ids=None) -> np.ndarray:
     if col is None:
         return np.full(len(data), default, dtype=float)
-    return pd.to_numeric(data[col], errors="coerce").to_numpy(dtype=float)
+    return numeric_values(data, col, what or col, ids=ids)
+
+
+def _zero_missing(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(values), 0.0, values)
 
 
 def _where(data, roles: Roles, mask: np.ndarray) -> str:
@@ -65,7 +75,9 @@ def _where(data, roles: Roles, mask: np.ndarray) -> str:
     return describe_rows(pos, data.index[pos], data[roles.id].to_numpy()[pos])
 
 
-def dose_history(data: pd.DataFrame, roles: Roles, evid: np.ndarray) -> DoseHistory:
+def dose_history(
+    data: pd.DataFrame, roles: Roles, evid: np.ndarray, *, time_unit: str | None = None
+) -> DoseHistory:
     """Explicit doses and resets of ``data`` (NONMEM semantics, see module docstring).
 
     Parameters
@@ -76,25 +88,32 @@ def dose_history(data: pd.DataFrame, roles: Roles, evid: np.ndarray) -> DoseHist
         Its resolved column roles.
     evid
         EVID of every row (as derived by :func:`pkpd.data.prepare_event_table`).
+    time_unit
+        Unit to convert a datetime or timedelta TIME to (see
+        :func:`pkpd.data.values.time_values`); such a TIME is refused without it.
 
     Raises
     ------
+    DataError
+        Text in a numeric column; a datetime TIME without ``time_unit``.
     DoseError
         Negative or missing AMT on a dose; ADDL or SS without a positive II; SS not
         in 0/1/2; SS on a non-dose record; negative RATE/DUR (modelled rates);
-        an SS infusion as long as its interval; SS constant infusions. Each
-        message names the rows.
+        an SS infusion as long as its interval; SS constant infusions; an ADDL
+        expansion beyond its bounds. Each message names the rows.
     """
     n = len(data)
-    time = _column(data, roles.time)
+    ids = data[roles.id].to_numpy()
     is_dose = np.isin(evid, (1, 4))
-    amt = _column(data, roles.amt, np.nan)
-    addl = np.nan_to_num(_column(data, roles.addl))
-    ii = np.nan_to_num(_column(data, roles.ii))
-    rate = np.nan_to_num(_column(data, roles.rate))
-    dur = np.nan_to_num(_column(data, roles.dur))
-    ss = np.nan_to_num(_column(data, roles.ss))
-    cmt = _column(data, roles.cmt, np.nan)
+    time = time_values(data, roles.time, unit=time_unit, ids=ids, dose=is_dose, id_col=roles.id)
+    amt = _column(data, roles.amt, np.nan, "dose amount", ids)
+    # missing ('.', empty, NaN) is 0 as in NONMEM; infinities stay (and are refused below)
+    addl = _zero_missing(_column(data, roles.addl, 0.0, "ADDL", ids))
+    ii = _zero_missing(_column(data, roles.ii, 0.0, "II", ids))
+    rate = _zero_missing(_column(data, roles.rate, 0.0, "RATE", ids))
+    dur = _zero_missing(_column(data, roles.dur, 0.0, "DUR", ids))
+    ss = _zero_missing(_column(data, roles.ss, 0.0, "SS", ids))
+    cmt = _column(data, roles.cmt, np.nan, "CMT", ids)
 
     checks = [
         (
@@ -103,8 +122,8 @@ def dose_history(data: pd.DataFrame, roles: Roles, evid: np.ndarray) -> DoseHist
             "Fill in AMT for these dose rows (EVID 1/4) or mark them as observations (EVID 0).",
         ),
         (
-            is_dose & ((addl < 0) | (addl != np.round(addl))),
-            "ADDL must be a non-negative whole number",
+            is_dose & ((addl < 0) | (addl != np.round(addl)) | ~np.isfinite(addl)),
+            f"Column {roles.addl!r} (ADDL) must be a non-negative whole number",
             "Fix the ADDL values.",
         ),
         (
@@ -134,6 +153,11 @@ def dose_history(data: pd.DataFrame, roles: Roles, evid: np.ndarray) -> DoseHist
             "Give the infusion as AMT with RATE and II.",
         ),
         (
+            is_dose & ~(np.isfinite(rate) & np.isfinite(dur) & np.isfinite(ii)),
+            "RATE, DUR and II must be finite",
+            "Correct these values.",
+        ),
+        (
             is_dose & ((rate < 0) | (dur < 0)),
             "RATE and DUR must not be negative (modelled rates/durations, RATE=-1/-2, are not "
             "supported)",
@@ -152,9 +176,12 @@ def dose_history(data: pd.DataFrame, roles: Roles, evid: np.ndarray) -> DoseHist
             f"{_where(data, roles, long_ss)}. Check RATE/DUR and II."
         )
 
-    ids = data[roles.id].to_numpy()
     pos = np.arange(n)
     rec = np.flatnonzero(is_dose)
+    check_expansion(
+        addl[rec], ii[rec], ids[rec], rec, data.index[rec], all_ids=ids, all_time=time,
+        addl_col=roles.addl or "ADDL",
+    )  # fmt: skip
     reps = addl[rec].astype(np.int64) + 1
     idx = np.repeat(rec, reps)
     k = np.arange(idx.size) - np.repeat(np.cumsum(reps) - reps, reps)
@@ -222,12 +249,17 @@ def weekly_regimen(
     1  504.0  40.0     0    0.0
     2  672.0  20.0     1  168.0
     """
+    if not (0 <= int(weeks) <= MAX_DOSE_EVENTS):
+        raise OptionError(
+            f"weeks={weeks!r}: a regimen has 0 to {MAX_DOSE_EVENTS} dosing occasions."
+        )
     reductions = dict(reductions or {})
+    holds = set(holds)
     amounts = []
     current = float(dose)
     for k in range(int(weeks)):
         current = float(reductions.get(k, current))
-        amounts.append(np.nan if k in set(holds) else current)
+        amounts.append(np.nan if k in holds else current)
     rows = []
     k = 0
     while k < len(amounts):

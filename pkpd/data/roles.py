@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from pkpd.errors import ColumnError
@@ -35,6 +36,7 @@ ROLE_ALIASES: dict[str, tuple[str, ...]] = {
     "ss": ("SS",),
     "lloq": ("LLOQ", "LOQ", "PCLLOQ"),
     "blq": ("BLQ", "BLQFL", "CENS"),
+    "limit": ("LIMIT",),
     "dvid": ("DVID", "ANALYTE", "PARAMCD", "PCTESTCD"),
     "matrix": ("MATRIX", "PCSPEC", "SPEC"),
     "dvu": ("DVU", "AVALU", "PCSTRESU", "UNIT"),
@@ -57,7 +59,15 @@ ROLE_DESCRIPTIONS: dict[str, str] = {
     "ii": "inter-dose interval of additional doses",
     "ss": "steady-state flag",
     "lloq": "lower limit of quantification of the record",
-    "blq": "1 when the record is below the LLOQ",
+    "blq": (
+        "censoring flag: 1 or Y when the record is below the LLOQ (NONMEM M3: BLQ=1 with "
+        "DV = LLOQ; Monolix: CENS=1 with DV = the limit; CDISC BLQFL Y/N); 0, N or empty "
+        "otherwise; CENS=-1 (above an upper limit) is refused"
+    ),
+    "limit": (
+        "Monolix LIMIT: the other bound of a censored record (the value lies between LIMIT "
+        "and DV); read on censored records only"
+    ),
     "dvid": "analyte / dependent variable identifier",
     "matrix": "sampling matrix, e.g. PB (peripheral blood) or BM (bone marrow)",
     "dvu": "unit of DV, e.g. copies/ug gDNA or cells/uL (models read their units from it)",
@@ -114,8 +124,10 @@ def resolve_roles(
     Raises
     ------
     ColumnError
-        When a mapped column does not exist, a role is unknown, or a required
-        role has no column.
+        When a mapped column does not exist, a role is unknown, a required
+        role has no column, a column name is repeated, or two columns' names
+        differ only in case where pkpd matches names case-insensitively (the
+        recognised names of a role not mapped in ``columns``).
     """
     columns = dict(columns or {})
     unknown = set(columns) - set(ROLE_ALIASES)
@@ -124,7 +136,15 @@ def resolve_roles(
             f"Unknown column role(s) {sorted(unknown)} in columns=. "
             f"Known roles: {', '.join(ROLE_ALIASES)}."
         )
-    present = {str(c).upper(): c for c in frame.columns}
+    _check_unique_names(frame.columns)
+    present: dict[str, object] = {}
+    clashes: dict[str, list] = {}
+    for c in frame.columns:
+        key = str(c).upper()
+        if key in present:
+            clashes.setdefault(key, [present[key]]).append(c)
+        else:
+            present[key] = c
     resolved: dict[str, str | None] = {}
     for role, aliases in ROLE_ALIASES.items():
         if role in columns:
@@ -139,8 +159,31 @@ def resolve_roles(
                 )
             resolved[role] = name
             continue
+        for alias in aliases:
+            if alias in clashes:
+                names = clashes[alias]
+                raise ColumnError(
+                    f"Columns {names} differ only in case; pkpd matches the {role!r} role's "
+                    f"names ({', '.join(aliases)}) case-insensitively and cannot tell which "
+                    f"to use. Drop or rename all but one, or pass "
+                    f"columns={{{role!r}: {names[0]!r}}}."
+                )
         resolved[role] = next((present[a] for a in aliases if a in present), None)
     roles = Roles(resolved)
     for role in required:
         roles.require(role)
     return roles
+
+
+def _check_unique_names(names: pd.Index) -> None:
+    """A repeated column name is an error: pkpd would not know which column is meant."""
+    repeated = names[names.duplicated()]
+    if len(repeated):
+        details = "; ".join(
+            f"{name!r} at positions {np.flatnonzero(names == name).tolist()}"
+            for name in pd.unique(repeated)[:5]
+        )
+        raise ColumnError(
+            f"Column name(s) repeated in the data: {details}. pkpd cannot tell which column "
+            "is meant: drop or rename the repeats."
+        )

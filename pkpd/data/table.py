@@ -18,9 +18,10 @@ import pandas as pd
 from pkpd.data._scan import scan_sorted_profiles
 from pkpd.data.events import DOSE_EVIDS, OBSERVATION_EVID, expand_doses
 from pkpd.data.roles import Roles, resolve_roles
+from pkpd.data.values import flag_values, is_datetime_like, numeric_values, time_values
 from pkpd.errors import ColumnError, DataError, describe_rows
 
-__all__ = ["EventTable", "prepare_event_table"]
+__all__ = ["EventTable", "event_ids", "prepare_event_table"]
 
 
 @dataclass
@@ -41,7 +42,7 @@ class EventTable:
     time, dv
         Observation times and values (``dv`` NaN where missing).
     blq
-        True where the observation is below the limit of quantification.
+        True where the observation is below the limit of quantification (censored).
     row
         Row position of each observation in the user's frame.
     exclude_hl, include_hl
@@ -50,6 +51,14 @@ class EventTable:
         One row per administered dose: ``ID, TIME, AMT, DUR, _row``.
     set_aside
         Observations not passed to the numeric layer, with ``reason``.
+    lloq
+        Limit of quantification of each observation (NaN where none): the LLOQ
+        column where it has a value, else, on a censored record with DV > 0, DV
+        itself (NONMEM M3 sets DV = LLOQ, Monolix puts the limit in DV). May be a
+        read-only broadcast array when the data have no limits at all.
+    limit
+        Other bound of a censored observation (Monolix ``LIMIT``; NaN where none):
+        the value lies between ``limit`` and ``lloq``.
     """
 
     roles: Roles
@@ -64,6 +73,15 @@ class EventTable:
     include_hl: np.ndarray
     doses: pd.DataFrame
     set_aside: pd.DataFrame
+    lloq: np.ndarray | None = None
+    limit: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.time)
+        if self.lloq is None:
+            self.lloq = np.broadcast_to(np.nan, (n,))
+        if self.limit is None:
+            self.limit = np.broadcast_to(np.nan, (n,))
 
     @property
     def n_groups(self) -> int:
@@ -81,6 +99,7 @@ def prepare_event_table(
     columns: Mapping[str, str] | None = None,
     groups: Sequence[str] | None = None,
     require_doses: bool = False,
+    time_unit: str | None = None,
 ) -> EventTable:
     """Validate ``data`` and build an :class:`EventTable`.
 
@@ -96,13 +115,26 @@ def prepare_event_table(
         roles are added automatically when present.
     require_doses
         Raise when the data hold no dose records.
+    time_unit
+        Only for a datetime or timedelta TIME column: the unit to convert it to
+        (``"h"``, ``"day"``, ... see :data:`pkpd.data.values.TIME_UNITS`). Datetimes
+        become the time since the subject's first dose record. Without it, such a
+        column is refused.
 
     Raises
     ------
+    ColumnError
+        A required role without column; a repeated column name; two columns whose
+        names differ only in case (see :func:`pkpd.data.resolve_roles`).
     DataError
-        Empty data; non-numeric, negative or infinite DV; missing or
-        non-numeric TIME; duplicated observation times in a profile; BLQ flags
-        that contradict LLOQ.
+        Empty data; subject ids mixing numbers and text; text in a numeric column
+        (DV, TIME, LLOQ, MDV, EVID, AMT, ...) or in a flag column; negative or
+        infinite DV; missing TIME, or a datetime TIME without ``time_unit``;
+        duplicated observation times in a profile; BLQ flags that contradict
+        LLOQ; right-censored records (CENS=-1).
+    DoseError
+        Invalid dose records, or an ADDL/II expansion beyond its bounds (see
+        :func:`pkpd.data.events.expand_doses`).
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"Expected a pandas DataFrame, got {type(data).__name__}.")
@@ -123,15 +155,14 @@ def prepare_event_table(
 
     n = len(data)
     position = np.arange(n)
-    ids = data[id_col].to_numpy()
-    if pd.isna(ids).any():
-        bad = np.flatnonzero(pd.isna(ids))
-        raise DataError(
-            f"Missing subject id in column {id_col!r} at {describe_rows(bad, data.index[bad])}. "
-            "Every row needs a subject id."
-        )
+    ids = _subject_ids(data, id_col)
 
-    time = _numeric(data, time_col, "time", ids=ids)
+    mdv_flag = _mdv(data, roles, ids)
+    evid = event_ids(data, roles, ids=ids, mdv=mdv_flag)
+    is_obs = evid == OBSERVATION_EVID
+    is_dose = np.isin(evid, DOSE_EVIDS)
+
+    time = time_values(data, time_col, unit=time_unit, ids=ids, dose=is_dose, id_col=id_col)
     bad = np.isnan(time) | np.isinf(time)
     if bad.any():
         pos = np.flatnonzero(bad)
@@ -140,11 +171,7 @@ def prepare_event_table(
             f"{describe_rows(pos, data.index[pos], ids[pos])}. Every record needs a finite time."
         )
 
-    evid = _event_ids(data, roles)
-    is_obs = evid == OBSERVATION_EVID
-    is_dose = np.isin(evid, DOSE_EVIDS)
-
-    doses = _doses(data, roles, is_dose, position)
+    doses = _doses(data, roles, is_dose, position, time, ids)
     if require_doses and len(doses) == 0:
         raise DataError("The data hold no dose records (EVID 1/4 rows with AMT).")
 
@@ -154,9 +181,7 @@ def prepare_event_table(
         other = evid == code
         if other.any():
             set_aside.append((np.flatnonzero(other), text))
-    mdv = roles.mdv
-    if mdv is not None:
-        mdv_flag = pd.to_numeric(data[mdv], errors="coerce").fillna(0).to_numpy() != 0
+    if mdv_flag is not None:
         skip = is_obs & mdv_flag
         if skip.any():
             set_aside.append((np.flatnonzero(skip), "MDV=1: not an observation"))
@@ -165,7 +190,7 @@ def prepare_event_table(
     obs_pos = np.flatnonzero(is_obs)
     obs = data.iloc[obs_pos] if len(obs_pos) < n else data
     dv = _dv(obs, dv_col, ids[obs_pos], obs_pos)
-    blq = _blq(obs, roles, dv, ids[obs_pos], obs_pos)
+    blq, lloq, limit = _censoring(obs, roles, dv, ids[obs_pos], obs_pos)
     otime = time[obs_pos]
 
     if len(obs) == 0:
@@ -181,15 +206,16 @@ def prepare_event_table(
         order = _profile_order(codes, otime)
         if order is not None:
             codes, otime, dv, blq, obs_pos = (a[order] for a in (codes, otime, dv, blq, obs_pos))
+            lloq, limit = (a if a.strides == (0,) else a[order] for a in (lloq, limit))
         counts = np.bincount(codes, minlength=len(group_frame))
         offsets = np.zeros(len(group_frame) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         _check_duplicates(codes, otime, obs_pos, data, group_frame, group_cols)
 
-    exclude_hl = _flag(data, roles.exclude_hl, obs_pos)
-    include_hl = _flag(data, roles.include_hl, obs_pos)
+    exclude_hl = _flag(data, roles.exclude_hl, obs_pos, ids, "exclude from lambda_z")
+    include_hl = _flag(data, roles.include_hl, obs_pos, ids, "include in lambda_z")
 
-    aside = _set_aside_frame(data, set_aside, id_col, time_col, dv_col)
+    aside = _set_aside_frame(data, set_aside, id_col, time, dv_col)
     return EventTable(
         roles=roles,
         group_cols=group_cols,
@@ -203,55 +229,109 @@ def prepare_event_table(
         include_hl=include_hl,
         doses=doses,
         set_aside=aside,
+        lloq=lloq,
+        limit=limit,
     )
 
 
-def _numeric(frame: pd.DataFrame, col: str, what: str, positions=None, ids=None) -> np.ndarray:
-    values = frame[col]
-    if pd.api.types.is_bool_dtype(values):
-        return values.to_numpy(dtype=float)
-    if pd.api.types.is_numeric_dtype(values):
-        return values.to_numpy(dtype=float, na_value=np.nan)
-    converted = pd.to_numeric(values, errors="coerce")
-    bad = converted.isna().to_numpy() & values.notna().to_numpy()
+def _subject_ids(data: pd.DataFrame, id_col: str) -> np.ndarray:
+    """The id column; refuses missing ids and a column mixing numbers and text."""
+    column = data[id_col]
+    if is_datetime_like(column):
+        raise DataError(
+            f"Column {id_col!r} (subject id) holds {column.dtype} values; give subject ids as "
+            "text or integers."
+        )
+    ids = column.to_numpy()
+    if pd.isna(ids).any():
+        bad = np.flatnonzero(pd.isna(ids))
+        raise DataError(
+            f"Missing subject id in column {id_col!r} at {describe_rows(bad, data.index[bad])}. "
+            "Every row needs a subject id."
+        )
+    if ids.dtype == object:
+        kind = pd.api.types.infer_dtype(ids, skipna=True)
+        if kind.startswith("mixed"):
+            text = np.fromiter((isinstance(v, str) for v in ids), dtype=bool, count=ids.size)
+            k_text, k_other = np.flatnonzero(text)[:3], np.flatnonzero(~text)[:3]
+            raise DataError(
+                f"Column {id_col!r} (subject id) mixes text and numbers: text at "
+                f"{describe_rows(k_text, data.index[k_text], ids[k_text])}; numbers at "
+                f"{describe_rows(k_other, data.index[k_other], ids[k_other])}. Ids such as "
+                "'0101' and 101 would be different subjects that print alike: read the whole "
+                "column as text (e.g. pd.read_csv(..., dtype={'ID': str})) or as numbers."
+            )
+    return ids
+
+
+def _mdv(data: pd.DataFrame, roles: Roles, ids) -> np.ndarray | None:
+    """MDV as a boolean (missing MDV is 0); refuses text and values other than 0/1."""
+    if roles.mdv is None:
+        return None
+    mdv = numeric_values(data, roles.mdv, "MDV, 0 or 1", ids=ids)
+    mdv = np.where(np.isnan(mdv), 0.0, mdv)
+    bad = (mdv != 0) & (mdv != 1)
     if bad.any():
         pos = np.flatnonzero(bad)
-        user_pos = pos if positions is None else positions[pos]
-        subjects = None if ids is None else ids[pos]
         raise DataError(
-            f"Column {col!r} ({what}) must be numeric; found {values.iloc[pos[:5]].tolist()} at "
-            f"{describe_rows(user_pos, frame.index[pos], subjects)}. Convert these values to "
-            "numbers (use NaN for missing)."
+            f"Column {roles.mdv!r} (MDV) must be 0 or 1; found "
+            f"{data[roles.mdv].iloc[pos[:5]].tolist()} at "
+            f"{describe_rows(pos, data.index[pos], ids[pos])}."
         )
-    return converted.to_numpy(dtype=float, na_value=np.nan)
+    return mdv == 1
 
 
-def _event_ids(data: pd.DataFrame, roles: Roles) -> np.ndarray:
+def _numeric(frame: pd.DataFrame, col: str, what: str, positions=None, ids=None) -> np.ndarray:
+    return numeric_values(frame, col, what, positions=positions, ids=ids)
+
+
+def event_ids(
+    data: pd.DataFrame, roles: Roles, *, ids=None, mdv: np.ndarray | None = None
+) -> np.ndarray:
+    """EVID of every row (``int8``), from the EVID column or, without one, from AMT/MDV/DV.
+
+    Without an EVID column a row is a dose (1) when ``AMT > 0`` and MDV is 1 (or,
+    with no MDV column, DV is missing); every other row is an observation (0).
+
+    Raises
+    ------
+    DataError
+        EVID not in 0-4; text in EVID, AMT, MDV or DV.
+    """
     n = len(data)
+    if ids is None:
+        ids = data[roles.id].to_numpy()
     if roles.evid is not None:
-        evid = pd.to_numeric(data[roles.evid], errors="coerce").to_numpy(dtype=float)
+        evid = numeric_values(data, roles.evid, "EVID", ids=ids)
         bad = ~np.isin(evid, (0, 1, 2, 3, 4))
         if bad.any():
             pos = np.flatnonzero(bad)
             raise DataError(
                 f"Column {roles.evid!r} (EVID) must be 0-4; found "
                 f"{data[roles.evid].iloc[pos[:5]].tolist()} at "
-                f"{describe_rows(pos, data.index[pos])}."
+                f"{describe_rows(pos, data.index[pos], ids[pos])}."
             )
         return evid.astype(np.int8)
     evid = np.zeros(n, dtype=np.int8)
     if roles.amt is not None:
-        amt = pd.to_numeric(data[roles.amt], errors="coerce").to_numpy(dtype=float)
+        amt = numeric_values(data, roles.amt, "dose amount", ids=ids)
         dose = amt > 0
         if roles.mdv is not None:
-            dose &= pd.to_numeric(data[roles.mdv], errors="coerce").fillna(0).to_numpy() != 0
+            if mdv is None:
+                mdv = _mdv(data, roles, ids)
+            dose &= mdv
         else:
-            dose &= pd.to_numeric(data[roles.dv], errors="coerce").isna().to_numpy()
+            dose &= np.isnan(numeric_values(data, roles.dv, "dependent variable", ids=ids))
         evid[dose] = 1
     return evid
 
 
-def _doses(data: pd.DataFrame, roles: Roles, is_dose: np.ndarray, position) -> pd.DataFrame:
+def _event_ids(data: pd.DataFrame, roles: Roles) -> np.ndarray:
+    """Former name of :func:`event_ids`, kept for its callers."""
+    return event_ids(data, roles)
+
+
+def _doses(data: pd.DataFrame, roles: Roles, is_dose: np.ndarray, position, time, ids):
     if not is_dose.any():
         return pd.DataFrame(
             {"ID": [], "TIME": np.array([], float), "AMT": [], "DUR": [], "_row": []}
@@ -263,15 +343,18 @@ def _doses(data: pd.DataFrame, roles: Roles, is_dose: np.ndarray, position) -> p
         )
     recs = data.iloc[np.flatnonzero(is_dose)].copy()
     recs["_row"] = position[is_dose]
+    recs["_time"] = time[is_dose]
     return expand_doses(
         recs,
         id_col=roles.id,
-        time_col=roles.time,
+        time_col="_time",
         amt_col=roles.amt,
         addl_col=roles.addl,
         ii_col=roles.ii,
         rate_col=roles.rate,
         dur_col=roles.dur,
+        all_ids=ids,
+        all_time=time,
     )
 
 
@@ -291,38 +374,81 @@ def _dv(obs: pd.DataFrame, dv_col: str, ids, pos) -> np.ndarray:
     return dv
 
 
-def _blq(obs: pd.DataFrame, roles: Roles, dv, ids, pos) -> np.ndarray:
+def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos):
+    """BLQ flag, limit of quantification and other bound of every observation.
+
+    One representation for the conventions of NONMEM M3 (``BLQ=1``, ``DV = LLOQ``),
+    Monolix (``CENS=1``, ``DV`` = the limit, optional ``LIMIT``) and CDISC
+    (``BLQFL = "Y"``, an LLOQ column, DV empty or 0):
+
+    - censored (``blq``): the flag is set, or ``DV == 0``, or ``DV < LLOQ``;
+    - ``lloq``: the LLOQ column where it has a value, else DV on a flagged record
+      with ``DV > 0``, else NaN;
+    - ``limit``: the LIMIT column on flagged records, else NaN.
+    """
+    n = len(dv)
     blq = dv == 0
     flag = None
+    where = lambda m: describe_rows(pos[m], obs.index[m], ids[m])  # noqa: E731
     if roles.blq is not None:
-        raw = pd.to_numeric(obs[roles.blq], errors="coerce")
-        flag_values = raw.fillna(0).to_numpy()
-        bad = ~np.isin(flag_values, (0, 1))
+        codes = flag_values(obs, roles.blq, "BLQ/censoring flag", positions=pos, ids=ids,
+                            codes=(-1, 0, 1))  # fmt: skip
+        right = codes == -1
+        if right.any():
+            k = np.flatnonzero(right)
+            raise DataError(
+                f"Column {roles.blq!r} is -1 (right-censored: above an upper limit of "
+                f"quantification) at {where(k)}. pkpd handles left-censoring (below the LLOQ) "
+                "only. Dilute and re-assay, or set these records aside (MDV=1) and say so."
+            )
+        flag = codes == 1
+        blq = blq | flag
+    lloq = None
+    if roles.lloq is not None:
+        lloq = _numeric(obs, roles.lloq, "LLOQ", positions=pos, ids=ids)
+        bad = (lloq < 0) | np.isinf(lloq)
         if bad.any():
             k = np.flatnonzero(bad)
             raise DataError(
-                f"Column {roles.blq!r} (BLQ flag) must be 0 or 1; found "
-                f"{obs[roles.blq].iloc[k[:5]].tolist()} at "
-                f"{describe_rows(pos[k], obs.index[k], ids[k])}."
+                f"Column {roles.lloq!r} (LLOQ) must be finite and >= 0; found "
+                f"{lloq[k][:5].tolist()} at {where(k)}."
             )
-        flag = flag_values == 1
-        blq = blq | flag
-    if roles.lloq is not None:
-        lloq = pd.to_numeric(obs[roles.lloq], errors="coerce").to_numpy(dtype=float)
-        below = dv < lloq  # NaN-safe: False where either is NaN
         if flag is not None:
-            contradict = (flag & (dv >= lloq) & (dv > 0)) | (~flag & below & (dv > 0))
+            # NONMEM M3 writes DV = LLOQ on flagged records: DV == LLOQ agrees with the flag
+            contradict = (flag & (dv > lloq)) | (~flag & (dv < lloq) & (dv > 0))
             if contradict.any():
                 k = np.flatnonzero(contradict)
                 raise DataError(
-                    f"BLQ flag {roles.blq!r} contradicts LLOQ {roles.lloq!r} at "
-                    f"{describe_rows(pos[k], obs.index[k], ids[k])} "
-                    f"(DV {dv[k][:5].tolist()}, LLOQ {lloq[k][:5].tolist()}). "
-                    "A BLQ record needs DV < LLOQ (or DV 0/missing), a quantified one DV >= LLOQ. "
-                    "Correct the flag or the LLOQ."
+                    f"BLQ flag {roles.blq!r} contradicts LLOQ {roles.lloq!r} at {where(k)} "
+                    f"(DV {dv[k][:5].tolist()}, LLOQ {lloq[k][:5].tolist()}, flag "
+                    f"{flag[k][:5].astype(int).tolist()}). A flagged record needs DV <= LLOQ "
+                    "(M3: DV = LLOQ; or DV 0/missing), a quantified one DV >= LLOQ. Correct "
+                    "the flag or the LLOQ."
                 )
-        blq = blq | below
-    return blq
+        blq = blq | (dv < lloq)  # NaN-safe: False where either is NaN
+    if flag is not None:
+        # Monolix (CENS=1) and M3 without an LLOQ column: DV is the limit
+        from_dv = flag & (dv > 0)
+        if lloq is None:
+            lloq = np.where(from_dv, dv, np.nan) if from_dv.any() else None
+        else:
+            lloq = np.where(np.isnan(lloq) & from_dv, dv, lloq)
+    if lloq is None:
+        lloq = np.broadcast_to(np.nan, (n,))
+    limit = np.broadcast_to(np.nan, (n,))
+    if roles.limit is not None and flag is not None and flag.any():
+        lower = _numeric(obs, roles.limit, "LIMIT", positions=pos, ids=ids)
+        lower = np.where(flag, lower, np.nan)
+        bad = np.isinf(lower) | (lower >= lloq)
+        if bad.any():
+            k = np.flatnonzero(bad)
+            raise DataError(
+                f"Column {roles.limit!r} (LIMIT, the other bound of a censored record) must be "
+                f"below the record's limit (DV or LLOQ); found LIMIT {lower[k][:5].tolist()} "
+                f"with limit {lloq[k][:5].tolist()} at {where(k)}."
+            )
+        limit = lower
+    return blq, lloq, limit
 
 
 def _sorted_numeric_profiles(obs: pd.DataFrame, group_cols: list[str], time: np.ndarray):
@@ -401,14 +527,21 @@ def _check_duplicates(codes, time, pos, data, group_frame, group_cols) -> None:
         )
 
 
-def _flag(data: pd.DataFrame, col: str | None, pos: np.ndarray) -> np.ndarray:
+def _flag(data: pd.DataFrame, col: str | None, pos: np.ndarray, ids, what) -> np.ndarray:
     if col is None:
         return np.zeros(pos.size, dtype=bool)
-    values = pd.to_numeric(data[col].iloc[pos], errors="coerce").fillna(0).to_numpy()
-    return values != 0
+    return flag_values(data[[col]].iloc[pos], col, what, positions=pos, ids=ids[pos]) == 1
 
 
-def _set_aside_frame(data, set_aside, id_col, time_col, dv_col) -> pd.DataFrame:
+def _display_numbers(data: pd.DataFrame, col: str, pos: np.ndarray) -> np.ndarray:
+    """Values of rows that are not analysed, for the set-aside table (NaN if not a number)."""
+    values = data[col].iloc[pos]
+    if is_datetime_like(values):
+        return np.full(pos.size, np.nan)
+    return pd.to_numeric(values.astype(object), errors="coerce").to_numpy(dtype=float)
+
+
+def _set_aside_frame(data, set_aside, id_col, time, dv_col) -> pd.DataFrame:
     frames = []
     for pos, reason in set_aside:
         frames.append(
@@ -416,8 +549,8 @@ def _set_aside_frame(data, set_aside, id_col, time_col, dv_col) -> pd.DataFrame:
                 {
                     "row": pos,
                     "ID": data[id_col].to_numpy()[pos],
-                    "TIME": pd.to_numeric(data[time_col], errors="coerce").to_numpy()[pos],
-                    "DV": pd.to_numeric(data[dv_col], errors="coerce").to_numpy()[pos],
+                    "TIME": time[pos],
+                    "DV": _display_numbers(data, dv_col, pos),
                     "reason": reason,
                 }
             )

@@ -168,7 +168,11 @@ def observations_from_frame(
     - observations with a missing DV that are not BLQ are set aside
       ("DV missing and not flagged BLQ");
     - DV == 0 counts as BLQ (as in NCA) and, like every BLQ record, needs an LLOQ:
-      a BLQ record without LLOQ raises :class:`DataError` naming the rows;
+      a BLQ record without LLOQ raises :class:`DataError` naming the rows. The
+      censoring conventions read into the same flag and limit (see
+      ``docs/data.md``): NONMEM M3 (``BLQ=1``, ``DV = LLOQ``), Monolix (``CENS=1``,
+      DV = the limit, no LLOQ column) and CDISC (``BLQFL = "Y"`` with an LLOQ
+      column); a Monolix ``LIMIT > 0`` (interval censoring) raises;
     - a subject whose records are all BLQ is kept (the censored likelihood uses
       them) with a :class:`PKPDWarning` naming it;
     - covariates must be constant within a subject and present for every subject.
@@ -192,9 +196,19 @@ def observations_from_frame(
     else:
         obs_matrix_raw = np.full(len(obs_ids), "all", dtype=object)
 
-    lloq = np.full(len(et.time), np.nan)
-    if roles.lloq is not None:
-        lloq = pd.to_numeric(data[roles.lloq].iloc[et.row], errors="coerce").to_numpy(float)
+    # one censoring representation for NONMEM M3, Monolix CENS/LIMIT and CDISC BLQFL
+    # (read by pkpd.data.prepare_event_table): BLQ flag and limit per observation
+    lloq = np.array(et.lloq, dtype=float)
+    interval = et.blq & (et.limit > 0)
+    if interval.any():
+        k = np.flatnonzero(interval)
+        raise DataError(
+            f"Interval-censored record(s) (column {roles.limit!r}: the value lies between "
+            f"LIMIT {et.limit[k][:5].tolist()} and the limit {lloq[k][:5].tolist()}) at "
+            f"{describe_rows(et.row[k], data.index[et.row[k]], obs_ids[k])}: the {what} "
+            "models left-censoring (below the LLOQ) only. Set LIMIT to 0 or empty (censored "
+            "below the limit), or set these records aside."
+        )
     bad_lloq = np.isfinite(lloq) & (lloq <= 0)
     if bad_lloq.any():
         k = np.flatnonzero(bad_lloq)

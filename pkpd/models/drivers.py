@@ -902,6 +902,7 @@ def dose_records(table: pd.DataFrame, model) -> pd.DataFrame:
     """The dose and reset records of an event table in standard NONMEM columns."""
     from pkpd.data.roles import resolve_roles
     from pkpd.data.table import _event_ids
+    from pkpd.data.values import numeric_values
 
     columns = dict(getattr(model, "columns", {}) or {})
     if "dv" not in columns and not any(
@@ -912,18 +913,21 @@ def dose_records(table: pd.DataFrame, model) -> pd.DataFrame:
     evid = _event_ids(table, roles)
     keep = np.isin(evid, (1, 3, 4))
     rows = table.loc[keep]
+    pos = np.flatnonzero(keep)
     out = pd.DataFrame(
         {
             "ID": rows[roles.id].to_numpy(),
-            "TIME": pd.to_numeric(rows[roles.time]).to_numpy(float),
+            "TIME": numeric_values(rows, roles.time, "time", positions=pos),
             "EVID": evid[keep].astype(int),
-            "AMT": pd.to_numeric(rows[roles.amt]).to_numpy(float) if roles.amt else 0.0,
+            "AMT": numeric_values(rows, roles.amt, "dose amount", positions=pos)
+            if roles.amt
+            else 0.0,
         }
     )
     for role in ("addl", "ii", "ss", "rate", "dur", "cmt"):
         col = getattr(roles, role, None)
         if col is not None:
-            out[role.upper()] = pd.to_numeric(rows[col]).to_numpy(float)
+            out[role.upper()] = numeric_values(rows, col, role.upper(), positions=pos)
     return out
 
 

@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from pkpd.data.values import flag_values
 from pkpd.errors import DataError, DoseError, OptionError, PKPDWarning, describe_rows
 from pkpd.models._base import PopulationModel, StructuralParameter
 from pkpd.models._data import ModelData, observations_from_frame
@@ -868,8 +869,9 @@ class TurnoverModel(PopulationModel):
             what=f"{self.model_name} model",
         )
         if et.roles.blq is not None:
-            flag = pd.to_numeric(data[et.roles.blq].iloc[d.obs_row], errors="coerce")
-            zero = (d.obs_dv <= 0) & (flag.fillna(0).to_numpy() == 0)
+            flag = flag_values(data[[et.roles.blq]].iloc[d.obs_row], et.roles.blq, "BLQ flag",
+                               positions=d.obs_row, codes=(-1, 0, 1))  # fmt: skip
+            zero = (d.obs_dv <= 0) & (flag == 0)
             if zero.any():
                 k = np.flatnonzero(zero)
                 where = describe_rows(

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from pkpd.data.roles import resolve_roles
+from pkpd.data.values import check_time_dtype
 from pkpd.errors import ColumnError, DataError, DoseError, OptionError, PKPDError, PKPDWarning
 from pkpd.nca import _codes as C
 from pkpd.nca import registry
@@ -104,7 +105,9 @@ def nca_dask(
     TypeError
         ``data`` is not a dask DataFrame, or an option that :func:`pkpd.nca` does not take.
     PKPDError
-        Options, columns or (with ``partitioned=True``) partitions that are invalid. Errors
+        Options, columns (a repeated name, names differing only in case, a datetime
+        TIME without ``units={"time": ...}``) or (with ``partitioned=True``)
+        partitions that are invalid. Errors
         in the data themselves are raised by :func:`pkpd.nca` when the partition holding
         them is computed; their message names the subject and the partition.
     """
@@ -127,6 +130,9 @@ def nca_dask(
 
     data, index_is_id = _id_index_to_column(data, options.get("columns"))
     roles = resolve_roles(data._meta, options.get("columns"))
+    # a datetime TIME needs its unit: say so now, not when a partition is computed
+    time_unit = (options.get("units") or {}).get("time") or None
+    check_time_dtype(data._meta, roles.time, time_unit, roles.id)
     group_cols = _group_columns(data._meta, roles, options.get("groups"))
     id_col = group_cols[0]
     used = _used_columns(data._meta, roles, group_cols, options.get("dose"))

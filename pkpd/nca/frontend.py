@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from pkpd.data.table import EventTable, prepare_event_table
-from pkpd.errors import DoseError, IntervalError, OptionError, PKPDWarning
+from pkpd.data.values import flag_values, numeric_values
+from pkpd.errors import DataError, DoseError, IntervalError, OptionError, PKPDWarning
 from pkpd.nca import _codes as C
 from pkpd.nca import registry
 from pkpd.nca.arrays import NCAOptions, nca_arrays
@@ -102,7 +103,10 @@ def nca(
     groups
         Extra columns defining separate profiles (analyte, matrix, period...).
     units
-        ``{"time": "h", "conc": "mg/L", "dose": "mg"}`` for PPORRESU.
+        ``{"time": "h", "conc": "mg/L", "dose": "mg"}`` for PPORRESU. A datetime
+        or timedelta TIME column is converted to this time unit (datetimes: time
+        since each subject's first dose record); without ``units["time"]`` such a
+        column is refused.
     partitioned, verify, npartitions, shuffle_method
         Dask DataFrame only (an :class:`pkpd.OptionError` otherwise): how the
         partitions are made to hold whole subjects, see
@@ -165,7 +169,8 @@ def nca(
         impute=impute,
     )
     requested = _requested(parameters)
-    table = prepare_event_table(data, columns=columns, groups=groups)
+    time_unit = (units or {}).get("time") or None
+    table = prepare_event_table(data, columns=columns, groups=groups, time_unit=time_unit)
     doses = _dose_events(table, data, dose, dose_time)
     table, before_dose = _set_aside_predose(table, doses)
     iv = _interval_table(table, doses, intervals)
@@ -238,7 +243,10 @@ def _dose_events(table: EventTable, data: pd.DataFrame, dose, dose_time) -> pd.D
     if isinstance(dose, str):
         if dose not in data.columns:
             raise DoseError(f"dose={dose!r} is not a column of the data.")
-        per_id = data.groupby(table.roles.id, sort=False)[dose].agg(["first", "nunique"])
+        id_col = table.roles.id
+        values = numeric_values(data, dose, "dose amount", ids=data[id_col].to_numpy())
+        frame = pd.DataFrame({"id": data[id_col].to_numpy(), "dose": values})
+        per_id = frame.groupby("id", sort=False)["dose"].agg(["first", "nunique"])
         varying = per_id.index[per_id["nunique"] > 1]
         if len(varying):
             raise DoseError(
@@ -251,7 +259,13 @@ def _dose_events(table: EventTable, data: pd.DataFrame, dose, dose_time) -> pd.D
         missing = [i for i in ids if i not in series.index]
         if missing:
             raise DoseError(f"dose= has no amount for subject(s) {missing[:5]}.")
-        amounts = series.reindex(ids).to_numpy(dtype=float)
+        given = series.reindex(ids)
+        converted = pd.to_numeric(given.astype(object), errors="coerce")
+        text = converted.isna() & given.notna()
+        if text.any():
+            shown = dict(list(given[text].items())[:5])
+            raise DoseError(f"dose= amounts must be numbers; found {shown} (subject: value).")
+        amounts = converted.to_numpy(dtype=float)
     else:
         try:
             amounts = np.full(len(ids), float(dose))
@@ -313,6 +327,8 @@ def _set_aside_predose(table: EventTable, doses: pd.DataFrame):
         include_hl=table.include_hl[keep],
         doses=table.doses,
         set_aside=table.set_aside,
+        lloq=table.lloq[keep],
+        limit=table.limit[keep],
     )
     return pruned, aside
 
@@ -375,8 +391,11 @@ def _frame_intervals(table: EventTable, frame: pd.DataFrame):
         raise IntervalError(
             f"An intervals DataFrame needs START and END columns; it has {list(frame.columns)}."
         )
-    start = pd.to_numeric(frame[cols["START"]], errors="coerce").to_numpy(float)
-    end = pd.to_numeric(frame[cols["END"]], errors="coerce").to_numpy(float)
+    try:
+        start = numeric_values(frame, cols["START"], "interval start")
+        end = numeric_values(frame, cols["END"], "interval end")
+    except DataError as exc:
+        raise IntervalError(f"intervals: {exc}") from None
     bad = ~np.isfinite(start) | ~(end > start)
     if bad.any():
         k = np.flatnonzero(bad)[:5].tolist()
@@ -397,7 +416,10 @@ def _frame_intervals(table: EventTable, frame: pd.DataFrame):
                 f"intervals column {c!r} is neither START/END, a grouping column "
                 f"({table.group_cols}) nor a PPTESTCD code."
             ) from None
-        flag_cols[code] = frame[c].fillna(False).astype(bool).to_numpy()
+        try:
+            flag_cols[code] = flag_values(frame, c, f"choose {code}") == 1
+        except DataError as exc:
+            raise IntervalError(f"intervals: {exc}") from None
     groups_frame = table.groups.reset_index(drop=True)
     groups_frame["_g"] = np.arange(len(groups_frame))
     rows = frame.reset_index(drop=True).copy()

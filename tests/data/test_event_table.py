@@ -340,11 +340,12 @@ def test_blq_flag_with_dv_above_lloq():
     assert_row(msg, 3)
 
 
-def test_blq_flag_with_dv_equal_lloq():
+def test_blq_flag_with_dv_equal_lloq_is_the_nonmem_m3_convention():
+    # NONMEM M3 datasets flag the record and write the LLOQ into DV: BLQ, limit 0.5
     d = blq_table([1, 0, 0, 1], [0.0, 5.0, 2.0, 0.5])
-    with pytest.raises(DataError) as info:
-        prepare_event_table(d)
-    assert_row(str(info.value), 3)
+    table = prepare_event_table(d)
+    np.testing.assert_array_equal(table.blq, [True, False, False, True])
+    np.testing.assert_array_equal(table.lloq, [0.5] * 4)
 
 
 def test_quantified_flag_with_dv_below_lloq():

@@ -535,3 +535,88 @@ def test_repr_and_wide_shape():
     assert "3 profiles" in repr(res)
     assert len(res.wide) == 3
     assert res.wide["ID"].tolist() == [1, 2, 3]
+
+
+# ------------------------------------------------------- censoring conventions, strict reading
+def _middle_blq(convention):
+    """Subject 1's sample at t = 2 is below an LLOQ of 1.0, written in one convention."""
+    d = conc_table(ids=(1,))
+    if convention == "nonmem-m3":  # BLQ=1 and DV = LLOQ
+        d["BLQ"], d["LLOQ"] = [0, 0, 1, 0, 0], 1.0
+        d.loc[2, "DV"] = 1.0
+    elif convention == "monolix":  # CENS=1 and DV = the limit, no LLOQ column
+        d["CENS"] = [0, 0, 1, 0, 0]
+        d.loc[2, "DV"] = 1.0
+    elif convention == "monolix-text":  # a CSV read as text
+        d["CENS"] = ["0", "0", "1", "0", "0"]
+        d.loc[2, "DV"] = 1.0
+    elif convention == "cdisc":  # BLQFL = "Y", AVAL empty, LLOQ column
+        d = d.rename(columns={"ID": "USUBJID", "TIME": "AFRLT", "DV": "AVAL"})
+        d["BLQFL"], d["PCLLOQ"] = ["N", "N", "Y", "N", "N"], 1.0
+        d.loc[2, "AVAL"] = np.nan
+    return d
+
+
+@pytest.mark.parametrize("convention", ["nonmem-m3", "monolix", "monolix-text", "cdisc"])
+def test_blq_conventions_give_the_hand_calculated_nca(convention):
+    res = run(_middle_blq(convention), dose=100, method="linear")
+    # the middle BLQ sample is dropped (default rule): trapezoids 0-1, 1-4, 4-8
+    assert value(res, "AUCLST") == pytest.approx(5 + (10 + 4) / 2 * 3 + (4 + 2) / 2 * 4)
+    assert value(res, "CMAX") == 10.0
+    assert value(res, "TLST") == 8.0
+    exc = res.excluded
+    assert list(exc["TIME"]) == [2.0]
+    assert "middle" in exc["reason"].iloc[0]
+    assert res.points["BLQ"].tolist() == [True, False, True, False, False]  # DV 0 at t 0 too
+
+
+def test_blq_conventions_read_alike():
+    longs = [run(_middle_blq(c), dose=100).long for c in ("nonmem-m3", "monolix", "cdisc")]
+    longs[2] = longs[2].rename(columns={"USUBJID": "ID"})
+    for other in longs[1:]:
+        pd.testing.assert_frame_equal(longs[0], other)
+
+
+def test_right_censored_records_are_refused():
+    d = conc_table(ids=(1,))
+    d["CENS"] = [0, -1, 0, 0, 0]
+    with pytest.raises(pkpd.DataError, match=r"'CENS' is -1 \(right-censored") as info:
+        run(d, dose=100)
+    assert "row 1" in str(info.value)
+
+
+def test_interval_parameter_flags_read_cdisc_spellings():
+    intervals = pd.DataFrame({"START": [0.0, 0.0], "END": [8.0, 4.0], "AUCINT": ["Y", "N"],
+                              "CMAX": ["", "Y"]})  # fmt: skip
+    res = run(conc_table(ids=(1,)), dose=100, intervals=intervals)
+    long = res.long
+    assert select(long, "AUCINT")[["START", "END"]].values.tolist() == [[0.0, 8.0]]
+    assert select(long, "CMAX")[["START", "END"]].values.tolist() == [[0.0, 4.0]]
+
+
+def test_datetime_time_is_converted_in_the_unit_of_units():
+    # dose record at 08:00, samples 1, 2, 4 and 8 h later
+    t0 = pd.Timestamp("2024-05-06 08:00")
+    d = pd.DataFrame(
+        {
+            "ID": 1,
+            "TIME": t0 + pd.to_timedelta([0, 0, 1, 2, 4, 8], unit="h"),
+            "DV": [np.nan, *CONCS],
+            "AMT": [100.0, 0, 0, 0, 0, 0],
+            "EVID": [1, 0, 0, 0, 0, 0],
+        }
+    )
+    hours = run(d, units={"time": "h"}, method="linear")
+    days = run(d, units={"time": "day"}, method="linear")
+    assert value(hours, "TMAX") == 1.0
+    assert value(hours, "AUCLST") == pytest.approx(5 + 9 + 12 + 12)
+    assert value(days, "TMAX") == pytest.approx(1 / 24)
+    assert value(days, "AUCLST") == pytest.approx((5 + 9 + 12 + 12) / 24)
+    assert select(days.long, "TMAX")["PPORRESU"].item() == "day"
+
+
+def test_datetime_time_needs_dose_records_even_with_dose():
+    d = conc_table(ids=(1,))
+    d["TIME"] = pd.Timestamp("2024-05-06 08:00") + pd.to_timedelta(d["TIME"], unit="h")
+    with pytest.raises(pkpd.DataError, match="first dose record"):
+        run(d, dose=100, units={"time": "h"})
