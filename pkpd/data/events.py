@@ -30,6 +30,7 @@ __all__ = [
     "OBSERVATION_EVID",
     "check_expansion",
     "expand_doses",
+    "subject_spans",
 ]
 
 OBSERVATION_EVID = 0
