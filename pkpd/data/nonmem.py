@@ -249,15 +249,20 @@ def weekly_regimen(
     1  504.0  40.0     0    0.0
     2  672.0  20.0     1  168.0
     """
-    if not (0 <= int(weeks) <= MAX_DOSE_EVENTS):
+    try:
+        n_weeks = int(weeks)
+    except (TypeError, ValueError, OverflowError):
+        n_weeks = -1
+    if not (0 <= n_weeks <= MAX_DOSE_EVENTS and n_weeks == weeks):
         raise OptionError(
-            f"weeks={weeks!r}: a regimen has 0 to {MAX_DOSE_EVENTS} dosing occasions."
+            f"weeks={weeks!r}: a regimen has a whole number of dosing occasions, 0 to "
+            f"{MAX_DOSE_EVENTS}."
         )
     reductions = dict(reductions or {})
     holds = set(holds)
     amounts = []
     current = float(dose)
-    for k in range(int(weeks)):
+    for k in range(n_weeks):
         current = float(reductions.get(k, current))
         amounts.append(np.nan if k in holds else current)
     rows = []

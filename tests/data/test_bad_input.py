@@ -339,6 +339,10 @@ REFUSED = {
         lambda: cell(nm(RATE=0.0), 5, "RATE", np.inf), run_history, DoseError, None, 5, "S-02",
         ("RATE",),
     ),
+    "weekly_regimen(weeks=inf)": Refused(
+        lambda: None, lambda _: weekly_regimen(40, float("inf")), OptionError, None, None, None,
+        ("weeks",),
+    ),
     "weekly_regimen(weeks=1e9)": Refused(
         lambda: None, lambda _: weekly_regimen(40, 10**9), OptionError, None, None, None,
         ("weeks",),
