@@ -33,8 +33,8 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-
+# design_key: one definition, shared with the on-disk cache of compiled models
+from pkpd.models._compile_cache import design_key
 from pkpd.models._sampling import population_rvs
 
 __all__ = ["CompileCache", "design_key", "isolate_process", "process_state"]
@@ -44,129 +44,6 @@ COMPILE_LOCK = threading.RLock()
 
 #: what this process knows about its compilation setup (read by :func:`process_state`)
 _STATE: dict = {"isolated": False, "compilations": 0}
-
-
-# ---- design key ----------------------------------------------------------------------------
-def design_key(model) -> tuple[str, dict]:
-    """The design hash of a PyMC model and its swappable shared values.
-
-    Returns ``(key, shared)``: ``key`` is the SHA-256 (hex) of a canonical text of the
-    graph of every random variable, value variable, deterministic and potential, in which
-
-    - every operation is written with its type and properties (``__props__``), inner
-      graphs (``OpFromGraph``, symbolic random variables) recursively;
-    - every constant with its dtype, shape and the hash of its bytes;
-    - every shared variable with its name, type and shape, not its value, except
-      integer scalars (dim lengths), which fix shapes and are written with their value;
-
-    followed by the transforms, initial values, the dims of every named variable and
-    the coordinate names and lengths. ``shared`` maps the name of every shared array to
-    its current value. Two models with equal keys compile to the same function of
-    (parameters, shared values); a shared variable without a unique name is written
-    with its value (it cannot be swapped by name).
-    """
-    from pytensor.compile.sharedvalue import SharedVariable
-
-    outputs = [*model.basic_RVs, *model.deterministics, *model.potentials]
-    outputs += [model.rvs_to_values[rv] for rv in model.basic_RVs]
-    names = [v.name for v in _shared_inputs(outputs) if isinstance(v, SharedVariable)]
-    swappable = {n for n in names if n is not None and names.count(n) == 1}
-    shared: dict = {}
-    text = [_graph_text(outputs, (), swappable, shared)]
-    for rv in model.free_RVs:
-        tr = model.rvs_to_transforms.get(rv)
-        init = model.rvs_to_initial_values.get(rv)
-        text.append(f"rv {rv.name}: transform {_transform_text(tr)} init {_canon(init)}")
-    for name, dims in sorted(model.named_vars_to_dims.items()):
-        text.append(f"dims {name}: {dims}")
-    for name, values in model.coords.items():
-        length = None if values is None else len(values)
-        text.append(f"coord {name}: {length}")
-    digest = hashlib.sha256("\n".join(text).encode()).hexdigest()
-    return digest, shared
-
-
-def _shared_inputs(outputs):
-    from pytensor.graph.traversal import graph_inputs
-
-    return list(graph_inputs(outputs))
-
-
-def _graph_text(outputs, inputs, swappable, shared) -> str:
-    from pytensor.compile.sharedvalue import SharedVariable
-    from pytensor.graph.basic import Constant
-    from pytensor.graph.traversal import toposort
-
-    ids = {v: f"i{k}" for k, v in enumerate(inputs)}
-    lines: list[str] = []
-
-    def token(v) -> str:
-        if v in ids:
-            return ids[v]
-        if isinstance(v, SharedVariable):
-            value = v.get_value(borrow=True)
-            if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
-                s = f"shared-size {v.name} {v.type} {int(value)}"  # a dim length: a shape
-            elif isinstance(value, np.ndarray) and v.name in swappable:
-                shared[v.name] = value
-                s = f"shared {v.name} {v.type} {value.shape}"
-            elif isinstance(value, np.ndarray):
-                s = f"shared-const {v.type} {_canon(value)}"
-            else:  # random generators: their state is not part of the design
-                s = f"shared-{type(value).__name__} {v.name}"
-        elif isinstance(v, Constant):
-            s = f"const {v.type} {_canon(np.asarray(v.data))}"
-        else:
-            s = f"input {v.name} {v.type}"
-        ids[v] = f"r{len(ids)}"
-        lines.append(f"{ids[v]} = {s}")
-        return ids[v]
-
-    for node in toposort(outputs):
-        args = ", ".join(token(i) for i in node.inputs)
-        outs = []
-        for o in node.outputs:
-            ids[o] = f"v{len(ids)}"
-            outs.append(f"{ids[o]}:{o.type}")
-        lines.append(f"{', '.join(outs)} = {_op_text(node.op, swappable, shared)}({args})")
-    lines.append("out " + ", ".join(token(o) for o in outputs))
-    return "\n".join(lines)
-
-
-def _op_text(op, swappable, shared) -> str:
-    cls = type(op)
-    name = f"{cls.__module__}.{cls.__qualname__}"
-    props = getattr(op, "__props__", None)
-    if props is not None:
-        return name + _canon(tuple(getattr(op, p) for p in props))
-    inner_out = getattr(op, "inner_outputs", None)
-    inner_in = getattr(op, "inner_inputs", None)
-    if inner_out is not None and inner_in is not None:
-        return name + "{" + _graph_text(list(inner_out), list(inner_in), swappable, shared) + "}"
-    return f"{name}@{id(op)}"  # no structural identity: equal only to itself (safe)
-
-
-def _transform_text(tr) -> str:
-    if tr is None:
-        return "none"
-    attrs = {k: v for k, v in sorted(vars(tr).items()) if not callable(v)}
-    return f"{type(tr).__module__}.{type(tr).__qualname__}{_canon(attrs)}"
-
-
-def _canon(value) -> str:
-    if isinstance(value, np.ndarray):
-        data = np.ascontiguousarray(value)
-        if data.dtype == object:
-            return "nd-object(" + ",".join(_canon(x) for x in data.ravel()) + ")"
-        digest = hashlib.sha256(data.tobytes()).hexdigest()[:32]
-        return f"nd({data.dtype},{data.shape},{digest})"
-    if isinstance(value, tuple | list):
-        return "(" + ",".join(_canon(x) for x in value) + ")"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_canon(v)}" for k, v in value.items()) + "}"
-    if hasattr(value, "type") and hasattr(value, "owner"):  # a PyTensor variable
-        return f"var({value.type})"
-    return repr(value)
 
 
 # ---- the per-process cache -----------------------------------------------------------------
