@@ -100,6 +100,7 @@ def prepare_event_table(
     groups: Sequence[str] | None = None,
     require_doses: bool = False,
     time_unit: str | None = None,
+    signed_dv: bool = False,
 ) -> EventTable:
     """Validate ``data`` and build an :class:`EventTable`.
 
@@ -120,6 +121,11 @@ def prepare_event_table(
         (``"h"``, ``"day"``, ... see :data:`pkpd.data.values.TIME_UNITS`). Datetimes
         become the time since the subject's first dose record. Without it, such a
         column is refused.
+    signed_dv
+        Observed values as reported, for models with an additive residual error
+        (``residual="additive"``/``"combined"``): DV may be negative, and only the BLQ
+        flag (or, without a flag column, DV < LLOQ) censors a record; a DV of 0 or
+        below the LLOQ that is not flagged is an observation.
 
     Raises
     ------
@@ -189,8 +195,8 @@ def prepare_event_table(
 
     obs_pos = np.flatnonzero(is_obs)
     obs = data.iloc[obs_pos] if len(obs_pos) < n else data
-    dv = _dv(obs, dv_col, ids[obs_pos], obs_pos)
-    blq, lloq, limit = _censoring(obs, roles, dv, ids[obs_pos], obs_pos)
+    dv = _dv(obs, dv_col, ids[obs_pos], obs_pos, signed_dv)
+    blq, lloq, limit = _censoring(obs, roles, dv, ids[obs_pos], obs_pos, signed_dv)
     otime = time[obs_pos]
 
     if len(obs) == 0:
@@ -358,10 +364,10 @@ def _doses(data: pd.DataFrame, roles: Roles, is_dose: np.ndarray, position, time
     )
 
 
-def _dv(obs: pd.DataFrame, dv_col: str, ids, pos) -> np.ndarray:
+def _dv(obs: pd.DataFrame, dv_col: str, ids, pos, signed: bool = False) -> np.ndarray:
     dv = _numeric(obs, dv_col, "dependent variable", positions=pos, ids=ids)
     bad_inf = np.isinf(dv)
-    bad_neg = dv < 0
+    bad_neg = np.zeros_like(bad_inf) if signed else dv < 0
     for mask, what in ((bad_inf, "infinite"), (bad_neg, "negative")):
         if mask.any():
             k = np.flatnonzero(mask)
@@ -369,12 +375,13 @@ def _dv(obs: pd.DataFrame, dv_col: str, ids, pos) -> np.ndarray:
                 f"Column {dv_col!r} (DV) is {what} at "
                 f"{describe_rows(pos[k], obs.index[k], ids[k])}: values {dv[k][:5].tolist()}. "
                 "Concentrations must be finite and >= 0; report values below the LLOQ as 0 "
-                "or flag them with a BLQ column."
+                "or flag them with a BLQ column (a population model with "
+                "residual='additive' or 'combined' takes negative values as observed)."
             )
     return dv
 
 
-def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos):
+def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos, signed: bool = False):
     """BLQ flag, limit of quantification and other bound of every observation.
 
     One representation for the conventions of NONMEM M3 (``BLQ=1``, ``DV = LLOQ``),
@@ -385,9 +392,12 @@ def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos):
     - ``lloq``: the LLOQ column where it has a value, else DV on a flagged record
       with ``DV > 0``, else NaN;
     - ``limit``: the LIMIT column on flagged records, else NaN.
+
+    ``signed`` (values as reported): censored only where flagged, or, without a flag
+    column, where ``DV < LLOQ``; an unflagged DV of 0 or below the LLOQ is observed.
     """
     n = len(dv)
-    blq = dv == 0
+    blq = np.zeros(n, dtype=bool) if signed else dv == 0
     flag = None
     where = lambda m: describe_rows(pos[m], obs.index[m], ids[m])  # noqa: E731
     if roles.blq is not None:
@@ -415,7 +425,8 @@ def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos):
             )
         if flag is not None:
             # NONMEM M3 writes DV = LLOQ on flagged records: DV == LLOQ agrees with the flag
-            contradict = (flag & (dv > lloq)) | (~flag & (dv < lloq) & (dv > 0))
+            below = (dv < lloq) & (dv > 0) & (not signed)
+            contradict = (flag & (dv > lloq)) | (~flag & below)
             if contradict.any():
                 k = np.flatnonzero(contradict)
                 raise DataError(
@@ -425,7 +436,8 @@ def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos):
                     "(M3: DV = LLOQ; or DV 0/missing), a quantified one DV >= LLOQ. Correct "
                     "the flag or the LLOQ."
                 )
-        blq = blq | (dv < lloq)  # NaN-safe: False where either is NaN
+        if flag is None or not signed:
+            blq = blq | (dv < lloq)  # NaN-safe: False where either is NaN
     if flag is not None:
         # Monolix (CENS=1) and M3 without an LLOQ column: DV is the limit
         from_dv = flag & (dv > 0)

@@ -156,6 +156,7 @@ def observations_from_frame(
     columns: Mapping[str, str] | None = None,
     covariate_columns: tuple[str, ...] = (),
     what: str = "model",
+    signed_dv: bool = False,
 ):
     """Validate ``data`` and extract the observations every population model needs.
 
@@ -176,8 +177,15 @@ def observations_from_frame(
     - a subject whose records are all BLQ is kept (the censored likelihood uses
       them) with a :class:`PKPDWarning` naming it;
     - covariates must be constant within a subject and present for every subject.
+
+    ``signed_dv=True`` is for a residual error model with an additive part (the model's
+    ``residual`` is ``"additive"`` or ``"combined"``): DV is used as reported, so 0 and
+    negative values (assay noise around a low level) are observations; only the BLQ
+    flag censors a record (without a flag column: DV < LLOQ). With ``False`` (the
+    proportional model, which takes ln DV) a negative DV raises :class:`DataError`
+    and DV 0 is BLQ, as above.
     """
-    et = prepare_event_table(data, columns=columns, groups=None)
+    et = prepare_event_table(data, columns=columns, groups=None, signed_dv=signed_dv)
     roles = et.roles
     if roles.dvid is not None:
         levels = pd.unique(et.groups[roles.dvid])

@@ -340,7 +340,10 @@ class PopPK(PopulationModel):
             RATE/DUR on a depot dose or in an IV-bolus model; overlapping infusions;
             negative AMT/RATE/DUR; doses to a compartment the model does not have.
         DataError
-            Observation problems (see :func:`~pkpd.models._data.observations_from_frame`).
+            Observation problems (see :func:`~pkpd.models._data.observations_from_frame`);
+            a negative DV with ``residual="proportional"`` (ln DV is undefined: use
+            ``"additive"`` or ``"combined"``, where DV 0 and negative values that are not
+            flagged BLQ are observations).
         """
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"Expected a pandas DataFrame, got {type(data).__name__}.")
@@ -351,6 +354,7 @@ class PopPK(PopulationModel):
             columns=self.columns,
             covariate_columns=tuple(c.column for c in self.covariates),
             what="population PK model",
+            signed_dv=not isinstance(self.residual, Proportional),
         )
         roles = resolve_roles(data, self.columns)
         history = dose_history(data, roles, _event_ids(data, roles))
