@@ -432,7 +432,7 @@ class PopulationModel:
         self,
         data,
         *,
-        draws: int = 1000,
+        draws: int | None = None,
         tune: int = 1000,
         chains: int = 4,
         random_seed: int | None = None,
@@ -441,6 +441,7 @@ class PopulationModel:
         target_accept: float | None = None,
         progress: bool = False,
         check: bool = True,
+        budget=None,
         **sampler_kwargs,
     ):
         """Sample the posterior and return a :class:`~pkpd.models.PopulationFit`.
@@ -451,6 +452,14 @@ class PopulationModel:
             Event table (DataFrame) or prepared :class:`ModelData`.
         draws, tune, chains
             Posterior draws and tuning steps per chain, number of chains.
+            ``draws=None`` (default) samples until every variable, individual ones
+            included, has r_hat <= 1.01 and bulk and tail ESS >= 100 per chain, or until
+            ``budget`` is spent (nutpie; other samplers run 1000 draws).
+        budget
+            Wall-time budget of the whole fit (seconds, a ``datetime.timedelta`` or a
+            text such as ``"10min"``; default 600 s). When it ends first, the fit keeps
+            its draws and the warning names the subjects and parameters that did not
+            mix, with their per-chain medians (:meth:`unmixed`).
         random_seed
             Seed; the same seed and data give the same draws.
         sampler
@@ -484,6 +493,7 @@ class PopulationModel:
             target_accept=self.default_target_accept if target_accept is None else target_accept,
             progress=progress,
             started=t0,
+            budget=budget,
             **sampler_kwargs,
         )
         fit = PopulationFit(self, d, dt, info)

@@ -406,7 +406,7 @@ class EndpointModel:
         self,
         data,
         *,
-        draws: int = 1000,
+        draws: int | None = None,
         tune: int = 1000,
         chains: int = 4,
         random_seed: int | None = None,
@@ -415,6 +415,7 @@ class EndpointModel:
         target_accept: float | None = None,
         progress: bool = False,
         check: bool = True,
+        budget=None,
         **sampler_kwargs,
     ) -> EndpointFit:
         """Sample the posterior; returns an :class:`EndpointFit` (arguments as
@@ -435,6 +436,7 @@ class EndpointModel:
             target_accept=target_accept or self.default_target_accept,
             progress=progress,
             started=t0,
+            budget=budget,
             **sampler_kwargs,
         )
         fit = EndpointFit(self, ed, dt, info)

@@ -2,18 +2,64 @@
 
 Every path returns an ArviZ :class:`xarray.DataTree` with ``posterior`` and
 ``sample_stats`` groups, plus the wall times of compilation and sampling.
+
+With nutpie, ``draws=None`` (the default of every ``fit``) samples *until converged*:
+the chains run in the background (``nutpie.sample(..., blocking=False)``) and their draws
+so far are inspected at geometrically spaced points; sampling stops as soon as every
+variable of the posterior (individual parameters included) passes
+
+- rank-normalised split :math:`\\hat R \\le 1.01` and
+- bulk and tail ESS :math:`\\ge 100` per chain
+
+(Vehtari et al. 2021), or when the time budget of the fit is spent, whichever comes
+first. A fixed ``draws=`` keeps the classic fixed-length run. Either way Ctrl-C stops
+the chains and keeps the draws so far (the fit is marked as interrupted and fails its
+convergence checks unless they pass).
+
+References
+----------
+Vehtari A, Gelman A, Simpson D, Carpenter B, Bürkner P-C. Rank-normalization,
+folding, and localization: an improved R-hat. *Bayesian Anal* 2021;16:667-718.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import math
+import re
 import time
 import warnings
 
+import numpy as np
+
 from pkpd.errors import OptionError, PKPDWarning
 
-__all__ = ["check_sampler", "population_rvs", "sample", "sample_with_info"]
+__all__ = [
+    "DEFAULT_BUDGET_S",
+    "check_sampler",
+    "parse_budget",
+    "population_rvs",
+    "run_nutpie",
+    "sample",
+    "sample_with_info",
+]
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+
+#: default time budget of a fit that samples until converged (seconds, whole fit)
+DEFAULT_BUDGET_S = 600.0
+#: draws per chain of a fixed-length run where the sampler cannot run until converged
+FIXED_DRAWS = 1000
+#: first look at the draws (per chain), and the growth factor between looks
+FIRST_CHECK = 200
+CHECK_GROWTH = 1.3
+#: the stored draws of one run stay below this many bytes (posterior, all chains)
+MAX_TRACE_BYTES = 2e9
+MAX_DRAWS = 200_000
+
+_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
+_ALIASES = {"": "s", "secs": "s", "seconds": "s", "second": "s", "mins": "min",
+            "minutes": "min", "minute": "min", "hours": "h", "hr": "h"}  # fmt: skip
 
 
 def check_sampler(sampler: str) -> None:
@@ -21,6 +67,45 @@ def check_sampler(sampler: str) -> None:
     data preparation, so the mistake is reported first)."""
     if sampler not in SAMPLERS:
         raise OptionError(f"Unknown sampler {sampler!r}; use one of {SAMPLERS}.")
+
+
+def parse_budget(budget) -> float:
+    """A time budget in seconds from a number (seconds), a :class:`datetime.timedelta`
+    or a text such as ``"90s"``, ``"10min"``, ``"1.5h"``.
+
+    Raises
+    ------
+    OptionError
+        Anything that is not a finite positive duration.
+    """
+    if isinstance(budget, _dt.timedelta):
+        seconds = budget.total_seconds()
+    elif isinstance(budget, bool):
+        seconds = float("nan")
+    elif isinstance(budget, int | float | np.integer | np.floating):
+        seconds = float(budget)
+    elif isinstance(budget, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-z]*)\s*", budget.lower())
+        unit = m.group(2) if m else ""
+        unit = _ALIASES.get(unit, unit)
+        seconds = float(m.group(1)) * _UNITS[unit] if m and unit in _UNITS else float("nan")
+    else:
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise OptionError(
+            f"budget must be a positive duration (seconds, a datetime.timedelta, or a text "
+            f"such as '90s', '10min', '1h'); got {budget!r}."
+        )
+    return seconds
+
+
+def _check_lengths(draws, tune, chains) -> None:
+    bad_draws = draws is not None and (isinstance(draws, bool) or int(draws) != draws or draws < 1)
+    if bad_draws or tune < 0 or chains < 1:
+        raise OptionError(
+            f"draws >= 1 (or None: sample until converged), tune >= 0 and chains >= 1 needed; "
+            f"got draws={draws!r}, tune={tune!r}, chains={chains!r}."
+        )
 
 
 def sample_with_info(
@@ -35,12 +120,13 @@ def sample_with_info(
     target_accept,
     progress,
     started: float,
+    budget=None,
     **extra,
 ):
     """:func:`sample` plus the ``info`` dict every fit object keeps.
 
     ``started`` is the ``time.perf_counter()`` at the start of the caller's ``fit``
-    (data preparation and model building count in ``total_s``).
+    (data preparation and model building count in ``total_s`` and in the budget).
     """
     dt, timing = sample(
         model,
@@ -52,12 +138,15 @@ def sample_with_info(
         cores=cores,
         target_accept=target_accept,
         progress=progress,
+        budget=budget,
+        started=started,
         **extra,
     )
     timing["total_s"] = time.perf_counter() - started
     info = {
         "sampler": sampler,
-        "draws": draws,
+        "draws": int(dt["posterior"].sizes["draw"]),
+        "requested_draws": draws,
         "tune": tune,
         "chains": chains,
         "random_seed": random_seed,
@@ -69,31 +158,47 @@ def sample_with_info(
 
 
 def sample(
-    model, *, sampler, draws, tune, chains, random_seed, cores, target_accept, progress, **extra
+    model,
+    *,
+    sampler,
+    draws,
+    tune,
+    chains,
+    random_seed,
+    cores,
+    target_accept,
+    progress,
+    budget=None,
+    started: float | None = None,
+    **extra,
 ):
-    """Run ``sampler`` on ``model``; return ``(datatree, {"compile_s", "sample_s"})``."""
-    if draws < 1 or tune < 0 or chains < 1:
-        raise OptionError(
-            f"draws >= 1, tune >= 0 and chains >= 1 needed; got {draws}, {tune}, {chains}."
-        )
-    if sampler == "nutpie":
-        import nutpie
+    """Run ``sampler`` on ``model``; return ``(datatree, timing)``.
 
+    ``timing`` has ``compile_s`` and ``sample_s``, and for nutpie ``stopped`` (why
+    sampling ended: ``"converged"``, ``"draws"``, ``"budget"`` or ``"interrupted"``),
+    ``budget_s`` and ``checks`` (how many times the draws were inspected).
+    ``draws=None`` samples until converged with nutpie (see the module docstring); the
+    other samplers cannot be resumed, so they run :data:`FIXED_DRAWS` draws and say so.
+    """
+    _check_lengths(draws, tune, chains)
+    started = time.perf_counter() if started is None else started
+    budget_s = parse_budget(DEFAULT_BUDGET_S if budget is None else budget)
+    if sampler == "nutpie":
         t0 = time.perf_counter()
-        compiled = nutpie.compile_pymc_model(model, jitter_rvs=population_rvs(model))
+        compiled = _compile_nutpie(model)
         t1 = time.perf_counter()
-        kwargs = {"cores": cores} if cores else {}
         try:
-            dt = nutpie.sample(
+            dt, run = run_nutpie(
                 compiled,
                 draws=draws,
                 tune=tune,
                 chains=chains,
                 seed=random_seed,
-                progress_bar=progress,
-                save_warmup=False,
+                cores=cores,
                 target_accept=target_accept,
-                **kwargs,
+                progress=progress,
+                budget_s=budget_s,
+                started=started,
                 **extra,
             )
         except RuntimeError as err:
@@ -115,13 +220,22 @@ def sample(
             dt, times = sample(
                 model, sampler="pymc", draws=draws, tune=tune, chains=chains,
                 random_seed=random_seed, cores=cores, target_accept=target_accept,
-                progress=progress,
+                progress=progress, budget=budget_s, started=started,
             )  # fmt: skip
             return dt, {**times, "compile_s": t1 - t0, "fallback": "pymc"}
-        return dt, {"compile_s": t1 - t0, "sample_s": time.perf_counter() - t1}
+        return dt, {"compile_s": t1 - t0, "sample_s": time.perf_counter() - t1, **run}
 
     import pymc as pm
 
+    if draws is None:
+        warnings.warn(
+            f"sampler={sampler!r} cannot be resumed, so it cannot sample until converged; "
+            f"running {FIXED_DRAWS} draws per chain (use sampler='nutpie' for runs that end "
+            "converged, or set draws=).",
+            PKPDWarning,
+            stacklevel=3,
+        )
+        draws = FIXED_DRAWS
     t0 = time.perf_counter()
     kwargs = {}
     if sampler != "pymc":
@@ -141,7 +255,144 @@ def sample(
             **extra,
         )
     # PyMC compiles inside pm.sample: the split is not observable here.
-    return dt, {"compile_s": float("nan"), "sample_s": time.perf_counter() - t0}
+    return dt, {"compile_s": float("nan"), "sample_s": time.perf_counter() - t0, "stopped": "draws"}
+
+
+def run_nutpie(
+    compiled,
+    *,
+    draws,
+    tune,
+    chains,
+    seed,
+    cores=None,
+    target_accept=0.8,
+    progress=False,
+    budget_s=DEFAULT_BUDGET_S,
+    started: float | None = None,
+    poll_s: float = 0.25,
+    **extra,
+):
+    """Sample a compiled nutpie model in the background until it ends; ``(tree, run)``.
+
+    ``draws=None``: until every variable passes :func:`pkpd.models._diagnostics.mixing_ok`
+    or the budget (seconds since ``started``) is spent; ``draws=n``: exactly ``n`` draws
+    per chain unless the budget is spent first. Chains always run in parallel threads
+    (``cores`` is raised to ``chains``: with fewer threads than chains nutpie would start
+    the later chains only after the first ones end, and an open-ended run never would).
+    On Ctrl-C the chains stop and the draws so far are kept. Chains of unequal length are
+    cut to the shortest (to the length last checked, for a converged run), so the result
+    has one ``draw`` dimension without padding.
+
+    ``run`` reports ``stopped`` (``"converged"``, ``"draws"``, ``"budget"``,
+    ``"interrupted"``), ``budget_s`` and ``checks``.
+    """
+    import nutpie
+
+    from pkpd.models._diagnostics import mixing_ok
+
+    started = time.perf_counter() if started is None else started
+    adaptive = draws is None
+    per_draw = 8.0 * max(int(getattr(compiled, "n_expanded", 0) or 0), 1) * chains
+    n_max = int(min(MAX_DRAWS, max(FIRST_CHECK * 4, MAX_TRACE_BYTES // per_draw)))
+    n_run = n_max if adaptive else int(draws)
+    state: dict = {"done": [0] * chains}
+
+    def on_progress(chain_progress):
+        state["done"] = [int(p.finished_draws) for p in chain_progress]
+
+    bg = nutpie.sample(
+        compiled,
+        draws=n_run,
+        tune=tune,
+        chains=chains,
+        cores=max(int(cores or 0), chains),
+        seed=seed,
+        progress_bar=progress,
+        save_warmup=False,
+        target_accept=target_accept,
+        blocking=False,
+        progress_callback=on_progress,
+        progress_rate=100,
+        **extra,
+    )
+    stopped, checks, keep = "draws", 0, None
+    next_check = FIRST_CHECK
+    try:
+        while not _finished(bg):
+            time.sleep(poll_s)
+            if time.perf_counter() - started > budget_s:
+                stopped = "budget"
+                break
+            post_tune = min(state["done"]) - tune
+            if adaptive and post_tune >= next_check:
+                tree = _common_length(bg.inspect())
+                n_now = int(tree["posterior"].sizes["draw"])
+                checks += 1
+                if n_now >= FIRST_CHECK and mixing_ok(tree):
+                    stopped, keep = "converged", n_now
+                    break
+                next_check = max(int(n_now * CHECK_GROWTH), n_now + 50)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    tree = bg.wait() if stopped == "draws" and _finished(bg) else bg.abort()
+    tree = _common_length(tree, keep)
+    if stopped == "draws" and tree["posterior"].sizes.get("draw", 0) < n_run:
+        stopped = "interrupted"  # nutpie's own Ctrl-C handling ended the chains early
+    if stopped == "interrupted":
+        warnings.warn(
+            "Sampling interrupted (Ctrl-C): the draws so far are kept; the fit is marked "
+            "as interrupted and its convergence checks decide whether it can be used.",
+            PKPDWarning,
+            stacklevel=3,
+        )
+    if tree["posterior"].sizes.get("draw", 0) == 0:
+        raise OptionError(
+            f"Sampling ended ({stopped}) before any draw after the {tune} tuning steps; "
+            f"raise budget= (now {budget_s:g} s) or lower tune=."
+        )
+    return tree, {"stopped": stopped, "budget_s": budget_s, "checks": checks}
+
+
+def _finished(bg) -> bool:
+    """Whether a background nutpie sampler has ended (nutpie 0.16 raises TimeoutError
+    from ``is_finished`` while the chains still run)."""
+    try:
+        return bool(bg.is_finished)
+    except TimeoutError:
+        return False
+
+
+def _compile_nutpie(model):
+    """nutpie's compiled model of ``model`` (through the on-disk cache when present)."""
+    try:
+        from pkpd.models._compile_cache import compile_nutpie
+    except ImportError:  # pragma: no cover - until the cache module lands
+        import nutpie
+
+        return nutpie.compile_pymc_model(model, jitter_rvs=population_rvs(model))
+    return compile_nutpie(model, population_rvs(model))
+
+
+def _common_length(tree, keep: int | None = None):
+    """``tree`` with every chain cut to the draws that all chains have (nutpie pads the
+    shorter chains of a stopped run with NaN), or to ``keep`` draws."""
+    post = tree["posterior"].to_dataset()
+    n = int(post.sizes.get("draw", 0))
+    if n == 0:
+        return tree
+    lengths = []
+    first = next(iter(post.data_vars.values()))
+    values = np.asarray(first, dtype=float).reshape(post.sizes["chain"], n, -1)
+    finite = np.isfinite(values).any(axis=2)
+    for row in finite:
+        lengths.append(int(np.flatnonzero(row)[-1]) + 1 if row.any() else 0)
+    cut = min(lengths)
+    if keep is not None:
+        cut = min(cut, keep)
+    if cut == n:
+        return tree
+    return tree.isel(draw=slice(0, cut))
 
 
 def population_rvs(model) -> set:

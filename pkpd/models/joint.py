@@ -506,7 +506,7 @@ class JointModel:
         self,
         data,
         *,
-        draws: int = 1000,
+        draws: int | None = None,
         tune: int = 1000,
         chains: int = 4,
         random_seed: int | None = None,
@@ -515,6 +515,7 @@ class JointModel:
         target_accept: float | None = None,
         progress: bool = False,
         check: bool = True,
+        budget=None,
         **sampler_kwargs,
     ) -> JointFit:
         """Sample the joint posterior; returns a :class:`JointFit` (arguments as
@@ -539,6 +540,7 @@ class JointModel:
             target_accept=accept,
             progress=progress,
             started=t0,
+            budget=budget,
             **sampler_kwargs,
         )
         fit = JointFit(self, jd, dt, info)

@@ -1,0 +1,141 @@
+"""Runs that sample until converged, within a time budget (pkpd.models._sampling)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from pkpd.errors import OptionError, PKPDWarning
+from pkpd.models._diagnostics import mixing_ok, unmixed_table
+from pkpd.models._sampling import parse_budget, run_nutpie, sample
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(90, 90.0), (2.5, 2.5), ("90s", 90.0), ("10min", 600.0), ("1.5h", 5400.0),
+     (" 20 minutes ", 1200.0), (datetime.timedelta(minutes=2), 120.0)],
+)  # fmt: skip
+def test_budget_accepts_durations(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("bad", [0, -5, "soon", "10 parsecs", float("nan"), None, True, [10]])
+def test_budget_refuses_what_is_not_a_positive_duration(bad):
+    with pytest.raises(OptionError, match="budget must be a positive duration"):
+        parse_budget(bad)
+
+
+def _normal_model(n=3):
+    import pymc as pm
+
+    with pm.Model(coords={"k": np.arange(n)}) as m:
+        x = pm.Normal("x", 0.0, 1.0, dims="k")
+        pm.Normal("y", x.sum(), 1.0, observed=np.array([0.5]))
+    return m
+
+
+def _bimodal_model():
+    """Two well separated modes of equal mass: chains cannot move between them."""
+    import pymc as pm
+
+    with pm.Model() as m:
+        pm.NormalMixture("x", w=[0.5, 0.5], mu=[-30.0, 30.0], sigma=[1.0, 1.0])
+    return m
+
+
+@pytest.mark.parametrize("draws", [0, -1, 2.5])
+def test_draws_must_be_a_positive_count(draws):
+    with pytest.raises(OptionError, match="draws >= 1"):
+        sample(_normal_model(), sampler="nutpie", draws=draws, tune=10, chains=2,
+               random_seed=1, cores=None, target_accept=0.8, progress=False)  # fmt: skip
+
+
+def test_until_converged_stops_at_the_first_look_that_passes():
+    tree, timing = sample(_normal_model(), sampler="nutpie", draws=None, tune=200, chains=4,
+                          random_seed=1, cores=None, target_accept=0.8, progress=False,
+                          budget=120)  # fmt: skip
+    assert timing["stopped"] == "converged"
+    n = tree["posterior"].sizes["draw"]
+    # stopped long before the run's capacity, at a checked length, without NaN padding
+    assert 200 <= n < 20_000
+    assert not np.isnan(tree["posterior"]["x"].values).any()
+    assert tree["sample_stats"].sizes["draw"] == n
+    assert mixing_ok(tree)
+
+
+def test_budget_ends_a_run_that_cannot_mix_and_names_the_variable():
+    import nutpie
+
+    compiled = nutpie.compile_pymc_model(_bimodal_model())
+    tree, run = run_nutpie(compiled, draws=None, tune=100, chains=4, seed=3, budget_s=4.0)
+    assert run["stopped"] == "budget"
+    table = unmixed_table(tree)
+    row = table.set_index("element").loc["x"]
+    medians = row[[f"median_chain{k}" for k in range(4)]].to_numpy(float)
+    # chains sit in the two modes: their medians are about +-30
+    assert set(np.sign(medians).tolist()) == {-1.0, 1.0}
+    assert np.all(np.abs(np.abs(medians) - 30) < 1)
+    assert row["r_hat"] > 1.5
+
+
+def test_fixed_draws_give_exactly_that_many():
+    tree, timing = sample(_normal_model(), sampler="nutpie", draws=150, tune=100, chains=2,
+                          random_seed=2, cores=None, target_accept=0.8, progress=False)  # fmt: skip
+    assert timing["stopped"] == "draws"
+    assert tree["posterior"].sizes["draw"] == 150
+
+
+def test_ctrl_c_keeps_the_draws_so_far():
+    import nutpie
+
+    compiled = nutpie.compile_pymc_model(_bimodal_model())
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.warns(PKPDWarning, match="interrupted"):
+            # a fixed length far beyond what 2 s can give: only Ctrl-C ends it early
+            tree, run = run_nutpie(
+                compiled, draws=5_000_000, tune=50, chains=2, seed=1, budget_s=60
+            )
+    finally:
+        timer.cancel()
+    assert run["stopped"] == "interrupted"
+    assert tree["posterior"].sizes["draw"] > 0
+
+
+def test_population_fit_reports_how_sampling_ended(sim_data):
+    import time
+
+    from pkpd.models import CellularKinetics, ConvergenceWarning
+
+    model = CellularKinetics()
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(sim_data, draws=5, tune=5, chains=2, random_seed=1)
+    setup = time.perf_counter() - t0  # compile and start; the budget counts them too
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = model.fit(sim_data, tune=100, chains=2, random_seed=1, budget=1.5 * setup + 3)
+    conv = fit.convergence().set_index("criterion")
+    stopped = fit.info["stopped"]
+    assert conv.loc["sampling ended", "value"] == stopped
+    text = "\n".join(str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning))
+    if stopped == "converged":  # a fast machine: then every element passed
+        assert conv.loc[["r_hat max", "ess_bulk min", "ess_tail min"], "ok"].all()
+        assert fit.unmixed().empty
+        return
+    assert stopped == "budget"
+    assert not conv.loc["sampling ended", "ok"]
+    assert "budget" in text
+    # the warning names subjects with their per-chain medians
+    assert "subject" in text and "chain medians" in text
+    unmixed = fit.unmixed()
+    assert {"median_chain0", "median_chain1", "subject"} <= set(unmixed.columns)
+    assert len(unmixed) > 0
