@@ -91,6 +91,13 @@ class Prior:
         p = self.params
         return p.get("sd", p.get("sigma"))
 
+    @property
+    def latent_var(self) -> float:
+        """Prior variance of the sampled variable: :math:`\\mathrm{sd}^2` for the
+        normal kinds (latent scale), :math:`\\sigma^2(1 - 2/\\pi)` for a half-normal."""
+        sd = float(self.latent_sd)
+        return sd**2 * (1 - 2 / math.pi) if self.kind == "halfnormal" else sd**2
+
     def create(self, name: str, dims=None):
         """The PyMC variable on the latent scale (call inside a model context)."""
         import numpy as np

@@ -629,15 +629,25 @@ def test_summary(small_fit):
     expected = [*STRUCTURAL, *(f"omega_{p}" for p in STRUCTURAL), "sigma"]
     assert list(s.index) == expected
     cols = ["kind", "unit", "mean", "sd", "median", "q5", "q95", "ess_bulk", "ess_tail", "r_hat"]
-    assert list(s.columns) == cols
+    assert list(s.columns) == [*cols, "contraction", "informed_by"]
     assert s["unit"].map(lambda u: isinstance(u, str) and u != "").all()
     assert s.loc["Tmax", "unit"] == "day" and s.loc["alpha", "unit"] == "1/day"
+    # posterior contraction, by hand: 1 - Var(mu | data) / Var(mu) on the sampled scale
+    post = small_fit.posterior
+    prior = small_fit.model.priors
+    by_hand = 1 - np.var(post["mu_Cmax"].values, ddof=1) / prior["Cmax"].params["sd"] ** 2
+    np.testing.assert_allclose(s.loc["Cmax", "contraction"], by_hand, rtol=1e-12)
+    half = prior["sigma"].params["sigma"] ** 2 * (1 - 2 / np.pi)  # half-normal variance
+    by_hand = 1 - np.var(post["sigma"].values, ddof=1) / half
+    np.testing.assert_allclose(s.loc["sigma", "contraction"], by_hand, rtol=1e-12)
+    expect = np.where(s["contraction"] >= 0.5, "data",
+                      np.where(s["contraction"] >= 0.1, "prior and data", "prior"))  # fmt: skip
+    assert list(s["informed_by"]) == list(expect)
     num = s[cols[2:]].astype(float)
     assert np.isfinite(num.to_numpy()).all()
     assert (num["q5"] <= num["median"]).all() and (num["median"] <= num["q95"]).all()
     assert (num["sd"] > 0).all()
     # typical values are the natural-scale transform of the sampled mu
-    post = small_fit.posterior
     np.testing.assert_allclose(s.loc["Cmax", "median"], np.median(np.exp(post["mu_Cmax"])))
     wide = small_fit.summary(prob=0.5)
     assert {"q25", "q75"} <= set(wide.columns)
