@@ -4,7 +4,8 @@
 ``pkpd nca --help`` for the list. ``pkpd simulate SPEC -o data.csv``: a virtual trial
 from a study specification (:func:`pkpd.study.simulate_trial`). ``pkpd run SPEC --data
 DATA -o OUT/``: the study end to end into a report folder (:func:`pkpd.report.run_study`);
-``pkpd demo``: study A on its virtual trial, quick mode (``docs/study/run.md``).
+``pkpd demo``: study A on its virtual trial, every fit sampled until converged
+(``--quick``: a smoke run; ``docs/study/run.md``).
 """
 
 from __future__ import annotations
@@ -188,7 +189,10 @@ def _run_parser(sub) -> None:
                    "trial of the spec and seed)")  # fmt: skip
     p.add_argument("-o", "--output", required=True, help="output folder (replaced atomically)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fits (and virtual trial)")
-    p.add_argument("--quick", action="store_true", help="2 chains x 150 draws: a smoke run")
+    p.add_argument("--quick", action="store_true", help="2 chains x 150 draws: a smoke run "
+                   "(default: every fit samples until converged)")  # fmt: skip
+    p.add_argument("--budget", help="time budget of each fit, e.g. 600 or 10min "
+                   "(default 600 s)")  # fmt: skip
     p.add_argument("--subjects", type=int, help="subjects per arm of the virtual trial")
     p.add_argument("--no-fit", action="store_true", help="skip the Bayesian fits")
     p.add_argument("--joint", action="store_true", help="fit the kinetics and the endpoints "
@@ -200,9 +204,12 @@ def _run_parser(sub) -> None:
 def _demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="study A (CT103A + selinexor) end to end on its virtual trial, quick mode",
-        description="Run study A end to end on its virtual trial in quick mode.",
+        help="study A (CT103A + selinexor) end to end on its virtual trial",
+        description="Run study A end to end on its virtual trial; every fit samples until "
+        "converged (--quick: a 2 x 150-draw smoke run).",
     )
+    p.add_argument("--quick", action="store_true", help="2 chains x 150 draws: a smoke run")
+    p.add_argument("--budget", help="time budget of each fit, e.g. 600 or 10min")
     p.add_argument("-o", "--output", default="pkpd-demo", help="output folder (default pkpd-demo)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace OUT even if it is not a "
@@ -215,7 +222,7 @@ def _run_run(args, argv) -> int:
     command = "pkpd " + " ".join(argv if argv is not None else sys.argv[1:])
     res = run_study(args.spec, args.data, args.output, seed=args.seed, quick=args.quick,
                     subjects=args.subjects, fit=not args.no_fit, joint=args.joint,
-                    command=command, force=args.force)  # fmt: skip
+                    command=command, force=args.force, budget=args.budget)  # fmt: skip
     # a quick run is a smoke run: its fits are not expected to converge
     return 0 if res.converged or args.quick else 1
 
@@ -223,9 +230,11 @@ def _run_run(args, argv) -> int:
 def _run_demo(args) -> int:
     from pkpd.report import demo
 
-    res = demo(args.output, seed=args.seed, force=args.force)
+    res = demo(args.output, seed=args.seed, force=args.force, quick=args.quick,
+               budget=args.budget)  # fmt: skip
     print(f"open {res.out}/report.html", file=sys.stderr)
-    return 0
+    # a quick run is a smoke run: its fits are not expected to converge
+    return 0 if res.converged or args.quick else 1
 
 
 def main(argv=None) -> int:

@@ -39,15 +39,29 @@ CK_EXPOSURES = ("Cmax", "Tmax", "AUC0_28", "AUC0_90", "TBLQ")
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Draws per chain, tuning steps and chains; ``quick()`` for smoke runs."""
+    """Draws per chain (``None``: until converged, within ``budget`` seconds per fit),
+    tuning steps and chains; ``quick()`` for smoke runs."""
 
     chains: int = 4
-    draws: int = 1000
+    draws: int | None = None
     tune: int = 1000
+    budget: float | None = None
 
     @classmethod
     def quick(cls) -> SamplerSettings:
         return cls(chains=2, draws=150, tune=150)
+
+    def describe(self) -> str:
+        """How the fits sample, in words (for the report and the provenance)."""
+        if self.draws is None:
+            from pkpd.models._sampling import DEFAULT_BUDGET_S
+
+            budget = DEFAULT_BUDGET_S if self.budget is None else self.budget
+            return (
+                f"{self.chains} chains, {self.tune} tuning steps, then until every variable "
+                f"has r_hat <= 1.01 and ESS >= 100 per chain (budget {budget:g} s per fit)"
+            )
+        return f"{self.chains} chains x {self.draws} draws after {self.tune} tuning steps"
 
 
 @dataclass
@@ -85,7 +99,12 @@ def _sample(model, data, settings: SamplerSettings, seed: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence is reported from fit.convergence()
         return model.fit(
-            data, chains=settings.chains, draws=settings.draws, tune=settings.tune, random_seed=seed
+            data,
+            chains=settings.chains,
+            draws=settings.draws,
+            tune=settings.tune,
+            random_seed=seed,
+            budget=settings.budget,
         )
 
 

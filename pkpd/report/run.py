@@ -180,6 +180,7 @@ def run_study(
     command: str | None = None,
     stream=None,
     force: bool = False,
+    budget=None,
 ) -> RunResult:
     """Analyse one study end to end and write ``out/`` (see ``docs/study/run.md``).
 
@@ -196,7 +197,11 @@ def run_study(
         Seed of the virtual trial (without ``data``) and of every fit (mixed with each
         model's name); the same seed, spec and data give byte-identical tables.
     quick
-        2 chains x 150 draws (150 tuning): a smoke run, not inference.
+        2 chains x 150 draws (150 tuning): a smoke run, not inference. Without it every
+        fit samples until converged (r_hat <= 1.01 and ESS >= 100 per chain for every
+        variable) within ``budget``.
+    budget
+        Time budget of each fit (seconds or a text such as ``"10min"``; default 600 s).
     subjects
         Subjects per arm of the virtual trial (only without ``data``).
     fit
@@ -241,7 +246,11 @@ def run_study(
                     if k in ("events", "subjects", "ae") and p.is_file()
                 },
             }
-    settings = SamplerSettings.quick() if quick else SamplerSettings()
+    if budget is not None:
+        from pkpd.models._sampling import parse_budget
+
+        budget = parse_budget(budget)
+    settings = SamplerSettings.quick() if quick else SamplerSettings(budget=budget)
     with atomic_directory(out) as tmp:
         result = _analyse(trial, tmp, settings, int(seed), fit, joint, progress)
         prov = _provenance(spec, source, int(seed), quick, settings, command, result, progress)
@@ -278,8 +287,17 @@ def _check_output_folder(out: Path, force: bool) -> None:
     )
 
 
-def demo(out="pkpd-demo", *, seed: int = 0, stream=None, force: bool = False) -> RunResult:
-    """Study A end to end on its virtual trial (seed ``seed``), in quick mode."""
+def demo(
+    out="pkpd-demo",
+    *,
+    seed: int = 0,
+    stream=None,
+    force: bool = False,
+    quick: bool = False,
+    budget=None,
+) -> RunResult:
+    """Study A end to end on its virtual trial (seed ``seed``): every fit samples until
+    converged (``quick=True``: a 2 x 150-draw smoke run)."""
     if not DEMO_SPEC.is_file():
         raise OptionError(
             f"The demo needs study A's spec {str(DEMO_SPEC)!r} (models/ of a source "
@@ -290,9 +308,10 @@ def demo(out="pkpd-demo", *, seed: int = 0, stream=None, force: bool = False) ->
         None,
         out,
         seed=seed,
-        quick=True,
+        quick=quick,
+        budget=budget,
         stream=stream,
-        command=f"pkpd demo -o {out} --seed {seed}",
+        command=f"pkpd demo -o {out} --seed {seed}" + (" --quick" if quick else ""),
         force=force,
     )
 
@@ -556,7 +575,13 @@ def _provenance(spec, source, seed, quick, settings, command, res, progress) -> 
         "data": source,
         "seed": seed,
         "quick": quick,
-        "sampler": {"chains": settings.chains, "draws": settings.draws, "tune": settings.tune},
+        "sampler": {
+            "chains": settings.chains,
+            "draws": settings.draws if settings.draws is not None else "until converged",
+            "tune": settings.tune,
+            "budget_s": settings.budget,
+            "description": settings.describe(),
+        },
         "command": command or " ".join(sys.argv),
         "fits": fits,
         "steps": [{"step": s, "seconds": round(t, 2)} for s, t in progress.steps],

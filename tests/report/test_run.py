@@ -245,7 +245,7 @@ def test_virtual_trial_without_data(tmp_path, capsys):
     assert "analyte SELINEXOR" not in listed and "analyte IL6" not in listed
 
 
-def test_demo_is_study_a_quick(tmp_path, monkeypatch):
+def test_demo_is_study_a_converging_unless_quick(tmp_path, monkeypatch):
     import pkpd.report.run as run_mod
 
     calls = []
@@ -253,7 +253,19 @@ def test_demo_is_study_a_quick(tmp_path, monkeypatch):
     assert run_mod.demo(tmp_path / "d", seed=3) == "done"
     (spec, data, out), kw = calls[0]
     assert Path(spec) == SPEC_A and data is None and out == tmp_path / "d"
-    assert kw["quick"] is True and kw["seed"] == 3
+    assert kw["quick"] is False and kw["seed"] == 3 and kw["budget"] is None
+    run_mod.demo(tmp_path / "d", seed=3, quick=True, budget="5min")
+    assert calls[1][1]["quick"] is True and calls[1][1]["budget"] == "5min"
+
+
+def test_sampler_settings_default_to_sampling_until_converged():
+    from pkpd.report.fits import SamplerSettings
+
+    s = SamplerSettings()
+    assert s.draws is None and "until every variable has r_hat <= 1.01" in s.describe()
+    q = SamplerSettings.quick()
+    assert (q.chains, q.draws, q.tune) == (2, 150, 150)
+    assert q.describe() == "2 chains x 150 draws after 150 tuning steps"
 
 
 def test_hrqol_item_responses_are_scored_and_summarised(tmp_path):
