@@ -23,6 +23,14 @@ With ``lag=True`` the lag is parameterised as a fraction of Tmax
 always; the summary reports the typical ``lag`` =
 :math:`T_\mathrm{max}\cdot\mathrm{lag\_fraction}`.
 
+``variant="smooth"`` replaces the hard switches of :math:`S` (at the peak, and at the
+end of the lag) by soft minima and maxima of width :math:`w` on the log scale
+(:func:`~pkpd.structural.cellular.smooth_log_profile`): the same parameters, Cmax and
+Tmax now the vertex where expansion line and contraction curve meet, a profile within
+:math:`w \ln 2` of Stein's and a likelihood smooth in Tmax. :math:`w` is fixed
+(``transition_width``, default :data:`DEFAULT_TRANSITION_WIDTH`) or estimated
+(``transition_width=None``).
+
 References
 ----------
 Stein AM, et al. *CPT Pharmacometrics Syst Pharmacol* 2019;8:285-295 (model and
@@ -42,9 +50,15 @@ from pkpd.models._data import ModelData, observations_from_frame
 from pkpd.models._fit import register
 from pkpd.models._priors import Prior
 from pkpd.structural._xp import namespace
-from pkpd.structural.cellular import ck_auc, ck_log_conc, ck_peak, ck_time_below
+from pkpd.structural.cellular import (
+    ck_auc,
+    ck_log_conc,
+    ck_peak,
+    ck_smooth_log_peak,
+    ck_time_below,
+)
 
-__all__ = ["STEIN_2019", "CellularKinetics"]
+__all__ = ["DEFAULT_TRANSITION_WIDTH", "STEIN_2019", "CellularKinetics"]
 
 STEIN = "Stein AM et al., CPT Pharmacometrics Syst Pharmacol 2019;8:285-295"
 OGASAWARA = "Ogasawara K et al. 2021, lisocabtagene maraleucel: lag 3.27 d of Tmax 9.29 d"
@@ -70,6 +84,17 @@ STEIN_2019 = {
     },
     "sigma": 0.56,
 }
+
+#: structural variants: Stein's piecewise profile, or its smooth-transition version
+VARIANTS = ("stein", "smooth")
+
+#: default transition width w of ``variant="smooth"`` (natural-log units). The smooth
+#: profile departs from Stein's by at most w ln 2 = 0.069 on the log scale (12% of
+#: Stein's residual SD 0.56) and only within about 3 w / (rho + alpha) ~ 0.3 day of
+#: Tmax for the typical subject; the peak lies w H(p) = 0.043 below the vertex Cmax
+#: there. Figures over the Stein 2019 population: benchmarks/ck_smooth_vs_stein.py and
+#: docs/models/cellular.md, "Smooth transition variant".
+DEFAULT_TRANSITION_WIDTH = 0.1
 
 #: days per model time unit, for the day-based exposure windows (AUC0-28d, AUC0-90d)
 _PER_DAY = {
@@ -101,6 +126,15 @@ class CellularKinetics(PopulationModel):
         most frequent matrix).
     time_unit
         Time unit of the data (default ``"day"``); exposure windows are in days.
+    variant
+        ``"stein"`` (default): Stein's piecewise profile, with a kink at the peak.
+        ``"smooth"``: the smooth-transition profile with the same parameters
+        (:func:`~pkpd.structural.cellular.smooth_log_profile`).
+    transition_width
+        Width :math:`w` of the smooth transition, natural-log units (``variant=
+        "smooth"``): a number > 0 fixes it (default
+        :data:`DEFAULT_TRANSITION_WIDTH`), ``None`` estimates it as a population
+        parameter (``transition_width``, log-normal prior, no BSV).
     **kwargs
         ``priors``, ``bsv``, ``correlated``, ``covariates``, ``columns``,
         ``conc_unit``: see :class:`~pkpd.models.PopulationModel`.
@@ -126,8 +160,34 @@ class CellularKinetics(PopulationModel):
         dose_reference: float | None = None,
         reference_matrix: str | None = None,
         time_unit: str = "day",
+        variant: str = "stein",
+        transition_width: float | None = DEFAULT_TRANSITION_WIDTH,
         **kwargs,
     ):
+        if variant not in VARIANTS:
+            raise OptionError(
+                f"CellularKinetics: unknown variant {variant!r}; use one of {list(VARIANTS)} "
+                "('stein': piecewise Stein 2019 profile, 'smooth': smooth transition at the peak)."
+            )
+        if transition_width is None:
+            if variant != "smooth":
+                raise OptionError(
+                    "CellularKinetics: transition_width=None (estimated) needs "
+                    "variant='smooth'; the Stein profile has no transition width."
+                )
+        else:
+            try:
+                transition_width = float(transition_width)
+            except (TypeError, ValueError):
+                transition_width = float("nan")
+            if not (np.isfinite(transition_width) and transition_width > 0):
+                raise OptionError(
+                    "CellularKinetics: transition_width must be a finite number > 0 "
+                    f"(natural-log units, default {DEFAULT_TRANSITION_WIDTH}) or None to "
+                    "estimate it."
+                )
+        self.variant = variant
+        self.transition_width = transition_width
         self.lag = bool(lag)
         self.dose_effect = bool(dose_effect)
         self.dose_reference = dose_reference
@@ -187,7 +247,18 @@ class CellularKinetics(PopulationModel):
             priors["dose_exponent"] = Prior.normal(
                 0.0, 0.5, "Stein 2019: no dose-response over 0.2-5e6 cells/kg; centred at 0"
             )
+        if self._estimated_width:
+            priors["transition_width"] = Prior.lognormal(
+                DEFAULT_TRANSITION_WIDTH,
+                1.0,
+                "weakly informative (no published estimate): median = the fixed default; "
+                "95% range ~0.014-0.7, a peak 1-40% below the vertex Cmax",
+            )
         return priors
+
+    @property
+    def _estimated_width(self) -> bool:
+        return getattr(self, "variant", "stein") == "smooth" and self.transition_width is None
 
     def config(self) -> dict:
         return {
@@ -196,6 +267,8 @@ class CellularKinetics(PopulationModel):
             "dose_effect": self.dose_effect,
             "dose_reference": self.dose_reference,
             "reference_matrix": self.reference_matrix,
+            "variant": self.variant,
+            "transition_width": self.transition_width,
         }
 
     def prepare(self, data) -> ModelData:
@@ -333,6 +406,13 @@ class CellularKinetics(PopulationModel):
             extra["log_matrix_scale"] = pt.concatenate([pt.zeros(1), ratio])
         if self.dose_effect:
             extra["dose_exponent"] = self.priors["dose_exponent"].create(self.var("dose_exponent"))
+        if self._estimated_width:
+            log_width = self.priors["transition_width"].create(self.var("log_transition_width"))
+            extra["transition_width"] = pm.Deterministic(
+                self.var("transition_width"), pt.exp(log_width)
+            )
+        elif self.variant == "smooth":
+            extra["transition_width"] = np.float64(self.transition_width)
         return extra
 
     def extra_from_draws(self, draws, d: ModelData) -> dict:
@@ -341,7 +421,25 @@ class CellularKinetics(PopulationModel):
         if len(d.matrices) > 1:
             scale[:, 1:] = draws["matrix_log_ratio"]
         exponent = draws["dose_exponent"] if self.dose_effect else np.zeros(s)
-        return {"log_matrix_scale": scale, "dose_exponent": exponent}
+        extra = {"log_matrix_scale": scale, "dose_exponent": exponent}
+        if self._estimated_width:
+            extra["transition_width"] = np.asarray(draws["transition_width"], dtype=float)
+        elif self.variant == "smooth":
+            extra["transition_width"] = np.full(s, self.transition_width)
+        return extra
+
+    def _width(self, extra, like=None):
+        """The transition width of the smooth variant (None for Stein), numpy draws
+        ``(S,)`` given trailing axes to broadcast against ``like``."""
+        if self.variant != "smooth":
+            return None
+        width = extra["transition_width"]
+        if like is None or namespace(width) is not np:
+            return width
+        width = np.asarray(width, dtype=float)
+        if width.ndim == 0:
+            return width
+        return width.reshape(width.shape + (1,) * (np.ndim(like) - width.ndim))
 
     def _lag(self, th):
         return th["lag_fraction"] * th["Tmax"] if self.lag else 0.0
@@ -354,10 +452,13 @@ class CellularKinetics(PopulationModel):
     def log_prediction(self, theta, extra, d, subject, time, matrix):
         """``ln C`` at the given points: superposed infusions times the matrix scale.
 
-        For PyTensor parameters the points are laid out as one row per subject and
-        evaluated by the fused Op :func:`~pkpd.structural._stein_grid_op.ck_log_conc_grid`
-        (same value and gradient as the elementwise graph, without a per-point gather
-        of every individual parameter); numpy draws use the formula directly.
+        For PyTensor parameters the points are laid out as one row per subject (no
+        per-point gather of every individual parameter, one gather of the result) and
+        evaluated by the fused Op
+        :func:`~pkpd.structural._stein_grid_op.ck_log_conc_grid` (Stein variant; same
+        value and gradient as the elementwise graph) or by the graph of
+        :func:`~pkpd.structural.cellular.ck_log_conc` (smooth variant); numpy draws
+        use the formula directly.
         """
         xp = namespace(*theta.values())
         if xp is not np:
@@ -376,6 +477,7 @@ class CellularKinetics(PopulationModel):
             exponent * log_rel,
             active,
             *self._stein_args(th),
+            width=self._width(extra, th["Cmax"]),
         )
         return log_c + extra["log_matrix_scale"][..., np.asarray(matrix)]
 
@@ -396,13 +498,24 @@ class CellularKinetics(PopulationModel):
         dose_time, active, log_rel = self._doses(d, rows)
         every = len(rows) == d.n_subjects and np.array_equal(rows, np.arange(d.n_subjects))
         th = theta if every else {k: v[rows] for k, v in theta.items()}
-        grid = ck_log_conc_grid(
-            times,
-            np.nan_to_num(dose_time),
-            active,
-            extra["dose_exponent"] * log_rel,
-            *self._stein_args(th),
-        )
+        if self.variant == "smooth":
+            # the graph form on the same layout: parameters broadcast along each row
+            grid = ck_log_conc(
+                times[..., None],
+                np.nan_to_num(dose_time)[:, None, :],
+                (extra["dose_exponent"] * log_rel)[:, None, :],
+                active[:, None, :],
+                *self._stein_args({k: v[:, None, None] for k, v in th.items()}),
+                width=self._width(extra),
+            )
+        else:
+            grid = ck_log_conc_grid(
+                times,
+                np.nan_to_num(dose_time),
+                active,
+                extra["dose_exponent"] * log_rel,
+                *self._stein_args(th),
+            )
         return grid.reshape((-1,))[row_of * width + slot]
 
     #: exposures a joint model can hand to endpoint blocks (see :meth:`exposure_tensors`)
@@ -417,6 +530,13 @@ class CellularKinetics(PopulationModel):
         ``AUC0_28`` / ``AUC0_90``: exact integrals over 0-28 / 0-90 days after the
         first infusion (:func:`~pkpd.structural.cellular.ck_auc`). One entry per
         subject of ``d``.
+
+        Smooth variant: ``Cmax`` is the smooth profile's peak
+        (:func:`~pkpd.structural.cellular.ck_smooth_log_peak`: Newton-refined peak
+        times, the gradient by the envelope theorem) and the AUCs add the
+        Gauss-Legendre correction of
+        :func:`~pkpd.structural.cellular.smooth_auc_window` to the exact Stein
+        integrals.
         """
         import pytensor.tensor as pt
 
@@ -432,8 +552,11 @@ class CellularKinetics(PopulationModel):
         log_w = extra["dose_exponent"] * log_rel
         th = {k: v[:, None] for k, v in theta.items()}
         args = self._stein_args(th)
+        width = self._width(extra)
         out = {}
-        if "Cmax" in names:
+        if "Cmax" in names and width is not None:
+            out["Cmax"] = pt.exp(ck_smooth_log_peak(dose_time, log_w, active, *args, width=width))
+        elif "Cmax" in names:
             tmax, lag = args[1], args[6]
             first = dose_time[:, :1]
             cand = pt.concatenate(
@@ -456,7 +579,7 @@ class CellularKinetics(PopulationModel):
         for days in (28, 90):
             if f"AUC0_{days}" in names:
                 out[f"AUC0_{days}"] = ck_auc(
-                    t0, t0 + days * per_day, dose_time, log_w, active, *args
+                    t0, t0 + days * per_day, dose_time, log_w, active, *args, width=width
                 )
         return out
 
@@ -482,9 +605,9 @@ class CellularKinetics(PopulationModel):
 
         def log_grid(rows, times):
             r""":math:`\ln C` on a PD solver grid, ``times`` ``(n, N)`` for the subjects
-            ``rows``: one fused Op for PyTensor parameters
+            ``rows``: one fused Op for PyTensor parameters of the Stein variant
             (:func:`~pkpd.structural._stein_grid_op.ck_log_conc_grid`), the same
-            formula broadcast over nodes for numpy draws."""
+            formula broadcast over nodes for numpy draws and for the smooth variant."""
             rows = np.asarray(rows)
             dose_time, active, log_rel = self._doses(d, rows)
             exponent = extra["dose_exponent"]
@@ -495,6 +618,15 @@ class CellularKinetics(PopulationModel):
                 return ck_log_conc(
                     np.asarray(times, float)[..., None], dose_time[:, None, :], log_w,
                     active[:, None, :], *self._stein_args(th),
+                    width=self._width(extra, th["Cmax"]),
+                )  # fmt: skip
+            if self.variant == "smooth":
+                th = {k: v[rows][:, None, None] for k, v in theta.items()}
+                log_w = exponent * log_rel
+                return ck_log_conc(
+                    np.asarray(times, float)[..., None], np.nan_to_num(dose_time)[:, None, :],
+                    log_w[:, None, :], active[:, None, :], *self._stein_args(th),
+                    width=self._width(extra),
                 )  # fmt: skip
             from pkpd.structural._stein_grid_op import ck_log_conc_grid
 
@@ -510,7 +642,9 @@ class CellularKinetics(PopulationModel):
         """Per subject, in the reference matrix: peak ``Cmax``/``Tmax`` of the whole
         profile (all infusions), ``AUC0_28``/``AUC0_90`` (exact integrals over 0-28 and
         0-90 days from the first infusion) and ``TBLQ`` (time after which the level
-        stays below the reference LLOQ; inf if beyond 10 years)."""
+        stays below the reference LLOQ; inf if beyond 10 years). Smooth variant: the
+        smooth profile's own peak (below the vertex parameters ``Cmax_par``,
+        ``Tmax_par``) and AUCs (see :meth:`exposure_tensors`)."""
         subject = np.arange(d.n_subjects)
         dose_time, active, log_rel = self._doses(d, subject)
         th = {k: np.asarray(v)[..., None] for k, v in theta.items()}
@@ -520,12 +654,15 @@ class CellularKinetics(PopulationModel):
         active = np.broadcast_to(active, shape)
         log_w = np.broadcast_to(log_w, shape)
         args = self._stein_args(th)
+        width = self._width(extra, th["Cmax"])
         per_day = _PER_DAY[self.time_unit]
         t0 = dose_time[..., :1]
-        cmax, tmax = ck_peak(dose_time, log_w, active, *args)
+        cmax, tmax = ck_peak(dose_time, log_w, active, *args, width=width)
         out = {"Cmax": cmax, "Tmax": tmax - t0[..., 0]}
         for days in (28, 90):
-            out[f"AUC0_{days}"] = ck_auc(t0, t0 + days * per_day, dose_time, log_w, active, *args)
+            out[f"AUC0_{days}"] = ck_auc(
+                t0, t0 + days * per_day, dose_time, log_w, active, *args, width=width
+            )
         level = d.meta.get("reference_lloq")
         if level:
             tb = ck_time_below(
@@ -535,6 +672,7 @@ class CellularKinetics(PopulationModel):
                 active,
                 *args,
                 horizon=3650.0 * per_day,
+                width=width,
             )
             out["TBLQ"] = tb - t0[..., 0]
         return out
@@ -552,6 +690,15 @@ class CellularKinetics(PopulationModel):
         if self.lag:
             rows.append(
                 ("lag", "typical", units["time"], posterior["Tmax"] * posterior["lag_fraction"])
+            )
+        if self._estimated_width:
+            rows.append(
+                (
+                    "transition_width",
+                    "structural",
+                    "ln units (smooth peak)",
+                    posterior["transition_width"],
+                )
             )
         if "matrix_log_ratio" in posterior:
             da = posterior["matrix_log_ratio"]
@@ -675,7 +822,10 @@ class CellularKinetics(PopulationModel):
         typical, omega, sigma
             True typical values (natural scale), BSV SDs on the latent scale (log,
             logit for FB/lag_fraction) and residual SD of ln DV. Defaults: Stein 2019
-            (:data:`STEIN_2019`, omega = sqrt(omega^2)).
+            (:data:`STEIN_2019`, omega = sqrt(omega^2)). ``typical`` may also hold
+            ``dose_exponent`` and, for the smooth variant, ``transition_width``
+            (default: the model's, or :data:`DEFAULT_TRANSITION_WIDTH` when it is
+            estimated).
         lloq
             LLOQ of every sample, or ``{matrix: lloq}``.
         matrices
@@ -744,12 +894,22 @@ class CellularKinetics(PopulationModel):
             self.dose_reference or np.median(dose_frame["AMT"].to_numpy())
         )
         exponent = float((typical or {}).get("dose_exponent", 0.0))
+        widths = {}
+        if self.variant == "smooth":
+            width = (typical or {}).get("transition_width", self.transition_width)
+            widths["transition_width"] = np.float64(
+                DEFAULT_TRANSITION_WIDTH if width is None else width
+            )
         first = d.arrays["dose_time"][1][:, 0]
         rows = []
         for m, scale in matrices.items():
             subject = np.repeat(np.arange(n_subjects), len(times))
             t = np.tile(times, n_subjects) + first[subject]
-            extra = {"log_matrix_scale": np.array([np.log(scale)]), "dose_exponent": exponent}
+            extra = {
+                "log_matrix_scale": np.array([np.log(scale)]),
+                "dose_exponent": exponent,
+                **widths,
+            }
             log_c = self.log_prediction(theta, extra, d, subject, t, np.zeros(len(t), int))
             dv = np.exp(log_c + sig * rng.standard_normal(len(t)))
             level = lloq.get(m, 1.0) if isinstance(lloq, dict) else float(lloq)
@@ -787,9 +947,15 @@ class CellularKinetics(PopulationModel):
         truth = pd.DataFrame({"ID": ids, **theta})
         if self.lag:
             truth["lag"] = truth["lag_fraction"] * truth["Tmax"]
+        if widths:
+            truth["transition_width"] = float(widths["transition_width"])
         derived = self.derived(
             {k: v[None, :] for k, v in theta.items()},
-            {"log_matrix_scale": np.zeros((1, 1)), "dose_exponent": np.array([exponent])},
+            {
+                "log_matrix_scale": np.zeros((1, 1)),
+                "dose_exponent": np.array([exponent]),
+                **{k: np.array([v]) for k, v in widths.items()},
+            },
             _with_lloq(d, lloq, matrices),
         )
         for name, values in derived.items():

@@ -227,6 +227,8 @@ class CKDriver(Driver):
     multiple imputation) and infusion times, and evaluates
     :math:`C_i(t) = \sum_k w_k S(t - t_k)` (:func:`~pkpd.structural.cellular.ck_log_conc`,
     reference matrix). Build it with :meth:`from_fit` or :meth:`from_parameters`.
+    ``width`` (shaped like each parameter) selects the smooth-transition profile of
+    ``CellularKinetics(variant="smooth")``; ``None`` (default) Stein's.
 
     Calling ``driver(subject, time)`` with positions into :attr:`ids` and times
     (numpy arrays of one shape) returns the levels; with several sets the result has
@@ -247,12 +249,19 @@ class CKDriver(Driver):
         *,
         time_unit: str = "day",
         source: str = "",
+        width=None,
     ):
         self.ids = np.asarray(ids)
         n = len(self.ids)
         raw = {k: np.atleast_2d(np.asarray(params.get(k, 0.0), dtype=float)) for k in CK_PARAMETERS}
         n_sets = max(v.shape[0] for v in raw.values())
         self.params = {k: np.broadcast_to(v, (n_sets, n)).copy() for k, v in raw.items()}
+        #: transition width of the smooth profile, (n_sets, n), or None (Stein)
+        self.width = None
+        if width is not None:
+            w = np.asarray(width, dtype=float)
+            self.width = np.broadcast_to(w.reshape(w.shape + (1,) * (2 - w.ndim)), (n_sets, n))
+            self.width = self.width.copy()
         self.dose_time = np.asarray(dose_time, dtype=float).reshape(n, -1)
         self.dose_active = np.asarray(dose_active, dtype=bool).reshape(n, -1)
         logw = np.asarray(dose_logw, dtype=float)
@@ -274,6 +283,8 @@ class CKDriver(Driver):
                 ok &= v > 1
             if not ok.all():
                 bad[name] = list(self.ids[np.flatnonzero(~ok.all(axis=0))][:5])
+        if self.width is not None and not np.all(np.isfinite(self.width) & (self.width > 0)):
+            bad["transition_width"] = "must be finite and > 0"
         if np.any(self.params["lag"] >= self.params["Tmax"]):
             bad["lag"] = "lag must be < Tmax"
         if bad:
@@ -351,6 +362,15 @@ class CKDriver(Driver):
         else:
             theta = {k: np.median(v, axis=0, keepdims=True) for k, v in theta.items()}
             exponent = np.median(exponent, keepdims=True)
+        width = model.extra_from_draws(draws, fit.data).get("transition_width")
+        if width is not None:  # the smooth variant: one width per draw
+            width = np.asarray(width, dtype=float)
+            if mode == "draws":
+                width = width[pick]
+            elif mode == "posterior_mean":
+                width = np.exp(np.log(width).mean(keepdims=True))
+            else:
+                width = np.median(width, keepdims=True)
         lag = np.asarray(model._lag(theta) if model.lag else np.zeros_like(theta["Tmax"]))
         subject = np.arange(fit.data.n_subjects)
         dose_time, active, log_rel = model._doses(fit.data, subject)
@@ -362,6 +382,7 @@ class CKDriver(Driver):
             active,
             time_unit=model.time_unit,
             source=f"{model.model_name} fit, {mode}",
+            width=width,
         )
 
     @classmethod
@@ -374,7 +395,8 @@ class CKDriver(Driver):
         ----------
         table
             One row per subject: ``ID, Cmax, Tmax, foldx, alpha, beta, FB`` and
-            optionally ``lag`` (0 when absent) and ``TDOSE`` (time of the subject's
+            optionally ``lag`` (0 when absent), ``transition_width`` (the smooth
+            profile; Stein's when absent) and ``TDOSE`` (time of the subject's
             single infusion, 0 when absent). Parameters of one infusion, reference
             matrix (e.g. the ``return_truth`` table of
             :meth:`CellularKinetics.simulate <pkpd.models.CellularKinetics.simulate>`).
@@ -404,7 +426,12 @@ class CKDriver(Driver):
             logw = np.zeros((1, len(ids), 1))
         else:
             dose_time, active, logw = _dose_arrays(table, doses, ids)
-        return cls(ids, params, dose_time, logw, active, time_unit=time_unit, source="table")
+        width = (
+            table["transition_width"].to_numpy(float)[None] if "transition_width" in table else None
+        )
+        return cls(
+            ids, params, dose_time, logw, active, time_unit=time_unit, source="table", width=width
+        )
 
     # -- evaluation -------------------------------------------------------------------
     def _missing_message(self, orphans, what):
@@ -421,9 +448,11 @@ class CKDriver(Driver):
         s = subject.ravel()
         t = np.asarray(time, dtype=float).ravel()
         args = [self.params[n][:, s][..., None] for n in CK_PARAMETERS]
+        width = None if self.width is None else self.width[:, s][..., None]
         out = ck_log_conc(
-            t[:, None], self.dose_time[s], self.dose_logw[:, s], self.dose_active[s], *args
-        )
+            t[:, None], self.dose_time[s], self.dose_logw[:, s], self.dose_active[s], *args,
+            width=width,
+        )  # fmt: skip
         return out.reshape((self.n_sets, *shape))
 
     def levels(self, subject, time) -> np.ndarray:
@@ -452,6 +481,7 @@ class CKDriver(Driver):
             self.dose_active,
             time_unit=self.time_unit,
             source=f"{self.source}, set {k}",
+            width=None if self.width is None else self.width[k : k + 1],
         )
 
     def subset(self, positions) -> CKDriver:
@@ -465,13 +495,18 @@ class CKDriver(Driver):
             self.dose_active[p],
             time_unit=self.time_unit,
             source=self.source,
+            width=None if self.width is None else self.width[:, p],
         )
 
     # -- storage in ModelData ---------------------------------------------------------
     def to_arrays(self, prefix: str = "ck_") -> dict:
         """``ModelData.arrays`` entries (the driver's subjects must be the data's)."""
         theta = np.stack([self.params[n] for n in CK_PARAMETERS], axis=-1)
+        width = {}
+        if self.width is not None:
+            width[f"{prefix}width"] = ((f"{prefix}set", "subject"), self.width)
         return {
+            **width,
             f"{prefix}theta": ((f"{prefix}set", "subject", f"{prefix}parameter"), theta),
             f"{prefix}dose_time": (("subject", f"{prefix}infusion"), self.dose_time),
             f"{prefix}dose_logw": (
@@ -501,6 +536,7 @@ class CKDriver(Driver):
             d.arrays[f"{prefix}dose_active"][1],
             time_unit=d.meta.get(f"{prefix}time_unit", d.meta.get("time_unit", "day")),
             source=d.meta.get(f"{prefix}source", d.meta.get("driver_source", "")),
+            width=d.arrays[f"{prefix}width"][1] if f"{prefix}width" in d.arrays else None,
         )
 
 
