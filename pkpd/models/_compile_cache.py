@@ -3,7 +3,8 @@ r"""Compile a model design once, across processes: an on-disk cache of nutpie mo
 :func:`compile_nutpie` is a drop-in for
 ``nutpie.compile_pymc_model(pm_model, jitter_rvs=jitter_rvs)``. It returns the same kind
 of object (:class:`nutpie.compile_pymc.CompiledPyMCModel`: ``nutpie.sample`` and
-``with_data`` work on it) and gives the same draws for the same seed.
+``with_data`` work on it), with the same initial points and the same log density and
+gradient (see *Reproducibility* for the last bit).
 
 Where compilation time goes
 ---------------------------
@@ -53,6 +54,19 @@ disables the cache: every call is a plain ``nutpie.compile_pymc_model``), else
 ``$XDG_CACHE_HOME/pkpd/nutpie`` or ``~/.cache/pkpd/nutpie``. At most
 :data:`MAX_ENTRIES` designs are kept (least recently used removed first);
 :func:`clear_cache` removes them all.
+
+Reproducibility
+---------------
+In one process the cached model and nutpie's give the same draws for the same seed,
+bit for bit (tested): numba keeps one machine-code copy of each compiled function per
+process, the first one loaded, and both callbacks call it. A loaded entry carries its
+own copy of PyTensor's graph function, which LLVM optimised once more inside the
+callback, while nutpie's compile in a fresh process runs the copy from PyTensor's disk
+cache. The two can round differently in the last bit of some gradient entries
+(``benchmarks/compile_cache.py`` counts them), so a fresh process that loads the entry
+and one that compiles with plain nutpie can give chains that drift apart. The entry
+itself is deterministic: every process that loads it gives the same draws. nutpie alone
+has the same effect between a process with a cold and one with a warm PyTensor cache.
 
 Notes
 -----
@@ -160,7 +174,8 @@ def compile_nutpie(pm_model, jitter_rvs=None):
 
     A drop-in for ``nutpie.compile_pymc_model(pm_model, jitter_rvs=jitter_rvs)``: the
     same object type, the same initial points for a seed, the same log density and
-    gradient, so ``nutpie.sample`` gives the same draws. A model whose design (graph,
+    gradient (to the last bit in one process, so ``nutpie.sample`` gives the same draws;
+    see the module's *Reproducibility* for fresh processes). A model whose design (graph,
     constants, shapes; see :func:`design_key`) was compiled before, in any process, is
     loaded instead of compiled; its shared data (``pm.Data``) may hold other values.
 
