@@ -454,11 +454,11 @@ class CellularKinetics(PopulationModel):
 
         For PyTensor parameters the points are laid out as one row per subject (no
         per-point gather of every individual parameter, one gather of the result) and
-        evaluated by the fused Op
-        :func:`~pkpd.structural._stein_grid_op.ck_log_conc_grid` (Stein variant; same
-        value and gradient as the elementwise graph) or by the graph of
-        :func:`~pkpd.structural.cellular.ck_log_conc` (smooth variant); numpy draws
-        use the formula directly.
+        evaluated by a fused Op with the value and gradient of the elementwise graph of
+        :func:`~pkpd.structural.cellular.ck_log_conc`:
+        :func:`~pkpd.structural._stein_grid_op.ck_log_conc_grid` (Stein variant) or
+        :func:`~pkpd.structural._smooth_grid_op.ck_smooth_log_conc_grid` (smooth
+        variant); numpy draws use the formula directly.
         """
         xp = namespace(*theta.values())
         if xp is not np:
@@ -499,13 +499,14 @@ class CellularKinetics(PopulationModel):
         every = len(rows) == d.n_subjects and np.array_equal(rows, np.arange(d.n_subjects))
         th = theta if every else {k: v[rows] for k, v in theta.items()}
         if self.variant == "smooth":
-            # the graph form on the same layout: parameters broadcast along each row
-            grid = ck_log_conc(
-                times[..., None],
-                np.nan_to_num(dose_time)[:, None, :],
-                (extra["dose_exponent"] * log_rel)[:, None, :],
-                active[:, None, :],
-                *self._stein_args({k: v[:, None, None] for k, v in th.items()}),
+            from pkpd.structural._smooth_grid_op import ck_smooth_log_conc_grid
+
+            grid = ck_smooth_log_conc_grid(
+                times,
+                np.nan_to_num(dose_time),
+                active,
+                extra["dose_exponent"] * log_rel,
+                *self._stein_args(th),
                 width=self._width(extra),
             )
         else:
@@ -605,9 +606,10 @@ class CellularKinetics(PopulationModel):
 
         def log_grid(rows, times):
             r""":math:`\ln C` on a PD solver grid, ``times`` ``(n, N)`` for the subjects
-            ``rows``: one fused Op for PyTensor parameters of the Stein variant
-            (:func:`~pkpd.structural._stein_grid_op.ck_log_conc_grid`), the same
-            formula broadcast over nodes for numpy draws and for the smooth variant."""
+            ``rows``: one fused Op for PyTensor parameters
+            (:func:`~pkpd.structural._stein_grid_op.ck_log_conc_grid`, or
+            :func:`~pkpd.structural._smooth_grid_op.ck_smooth_log_conc_grid` for the
+            smooth variant), the same formula broadcast over nodes for numpy draws."""
             rows = np.asarray(rows)
             dose_time, active, log_rel = self._doses(d, rows)
             exponent = extra["dose_exponent"]
@@ -621,12 +623,12 @@ class CellularKinetics(PopulationModel):
                     width=self._width(extra, th["Cmax"]),
                 )  # fmt: skip
             if self.variant == "smooth":
-                th = {k: v[rows][:, None, None] for k, v in theta.items()}
-                log_w = exponent * log_rel
-                return ck_log_conc(
-                    np.asarray(times, float)[..., None], np.nan_to_num(dose_time)[:, None, :],
-                    log_w[:, None, :], active[:, None, :], *self._stein_args(th),
-                    width=self._width(extra),
+                from pkpd.structural._smooth_grid_op import ck_smooth_log_conc_grid
+
+                th = {k: v[rows] for k, v in theta.items()}
+                return ck_smooth_log_conc_grid(
+                    times, np.nan_to_num(dose_time), active, exponent * log_rel,
+                    *self._stein_args(th), width=self._width(extra),
                 )  # fmt: skip
             from pkpd.structural._stein_grid_op import ck_log_conc_grid
 
