@@ -198,14 +198,18 @@ pytensor = pytest.importorskip("pytensor")
 pt = pytest.importorskip("pytensor.tensor")
 
 
-def _function(inputs, outputs):
+def _mode():
     """Python thunks, no elementwise fusion: no JIT or C compile in a unit test."""
     from pytensor.compile.mode import Mode
     from pytensor.link.vm import VMLinker
 
     mode = Mode(linker=VMLinker(use_cloop=False, c_thunks=False), optimizer="fast_run")
+    return mode.excluding("fusion")
+
+
+def _function(inputs, outputs):
     with pytensor.config.change_flags(cxx=""):
-        return pytensor.function(inputs, outputs, mode=mode.excluding("fusion"))
+        return pytensor.function(inputs, outputs, mode=_mode())
 
 
 def _design(model):
@@ -295,6 +299,63 @@ def test_driver_grid_pytensor_equals_numpy():
     draws = {k: v[None] for k, v in values.items()}
     extra_np = {**extra, "dose_exponent": np.zeros(1), "transition_width": np.array([0.2])}
     np.testing.assert_allclose(model.driver(draws, extra_np, d).log_grid(rows, times)[0], got)
+
+
+@pytest.mark.slow  # ~100 s: four log densities compiled by numba
+def test_joint_model_with_smooth_kinetics():
+    """A JointModel whose kinetics are smooth: the endpoint block sees the smooth peak and
+    AUC of each subject at the current point, and the IL-6 block's log density is that
+    of a standalone IL-6 model driven by the same smooth profiles (CKDriver)."""
+    import pandas as pd
+    import pymc as pm
+
+    from pkpd.models import CytokinePD, JointModel, WeibullTTE
+
+    ck = CellularKinetics(variant="smooth", transition_width=0.2)
+    kin, truth = ck.simulate(6, doses=((0.0, 1e6), (7.0, 1e6)), seed=5, return_truth=True)
+    doses = kin[kin.EVID == 1][["ID", "TIME"]]
+    il6 = CytokinePD("IL6").simulate(
+        CKDriver.from_parameters(truth, doses=doses), (1, 4, 12), seed=5
+    )
+    rng = np.random.default_rng(5)
+    pfs = truth[["ID"]].assign(TIME=rng.uniform(30, 400, 6), EVENT=rng.integers(0, 2, 6))
+    joint = JointModel(ck, {"il6": CytokinePD("IL6"), "pfs": WeibullTTE(predictors=["Cmax"])})
+    data = {"kinetics": kin, "il6": il6, "pfs": pfs}
+    model = joint.build_model(data)
+    point = {k: v + 0.2 for k, v in model.initial_point().items()}
+    names = [f"{n}_i" for n in PARAMS] + ["Cmax_exposure"]
+    outs = model.replace_rvs_by_values([model[n] for n in names])
+    fn = pytensor.function(model.value_vars, outs, on_unused_input="ignore", mode=_mode())
+    values = dict(zip(names, fn(*[point[v.name] for v in model.value_vars]), strict=True))
+    kd = joint.prepare(data).kinetics
+    theta = {n: values[f"{n}_i"][None] for n in PARAMS}
+    extra = {
+        "dose_exponent": np.zeros(1),
+        "log_matrix_scale": np.zeros((1, 1)),
+        "transition_width": np.array([0.2]),
+    }
+    np.testing.assert_allclose(
+        values["Cmax_exposure"], ck.derived(theta, extra, kd)["Cmax"][0], rtol=1e-10
+    )
+    # the IL-6 block against a standalone IL-6 model driven by the smooth CKDriver
+    table = pd.DataFrame({"ID": kd.subjects, **{n: values[f"{n}_i"] for n in PARAMS}})
+    driver = CKDriver.from_parameters(table.assign(transition_width=0.2), doses=doses)
+    pd_model = CytokinePD("IL6")
+    d = pd_model.prepare(il6, driver=driver)
+    with pm.Model() as standalone:
+        pd_model.add_to_model(d, extra_inputs={"driver": lambda s, t: driver(s, t)})
+    renamed = {f"il6_{k}": k for k in standalone.initial_point()}
+    pd_logp = standalone.compile_logp()({v: point[k] for k, v in renamed.items()})
+    # the endpoint block with the smooth peaks as data, and the kinetics alone
+    reference = joint.exposure_references(kd)["Cmax"]
+    cmax = pd.Series(values["Cmax_exposure"], index=kd.subjects).loc[pfs.ID].to_numpy()
+    pfs_model = WeibullTTE(predictors=[{"column": "Cmax", "reference": reference}], name="pfs")
+    pfs_pm = pfs_model.build_model(pfs.assign(Cmax=cmax))
+    pfs_logp = pfs_pm.compile_logp()({k: point[k] for k in pfs_pm.initial_point()})
+    ck_model = ck.build_model(kin)
+    ck_logp = ck_model.compile_logp()({k: point[k] for k in ck_model.initial_point()})
+    total = model.compile_logp()(point)
+    np.testing.assert_allclose(total, ck_logp + pd_logp + pfs_logp, rtol=1e-8)
 
 
 # --- one real fit ----------------------------------------------------------------------------
