@@ -54,10 +54,10 @@ sys.path.insert(0, {root!r})
 from benchmarks.compile_cache import build
 m = build({model!r}, {variant!r})
 from pkpd.models._sampling import population_rvs
+import nutpie
 mode = {mode!r}
 t0 = time.perf_counter()
 if mode == "nutpie":
-    import nutpie
     c = nutpie.compile_pymc_model(m, jitter_rvs=population_rvs(m))
     info = {{}}
 else:
