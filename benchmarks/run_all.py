@@ -45,6 +45,7 @@ BENCHMARKS = {
     "ck_fit": ("ck_fit.py", [], ["--quick"]),
     "pk_fit": ("pk_fit.py", [], ["--quick"]),
     "joint_fit": ("joint_fit.py", [], ["--quick"]),
+    "ck_peers": ("ck_peers.py", [], ["--quick"]),
 }
 
 
@@ -137,6 +138,34 @@ def _rows_joint(r: dict) -> list[dict]:
     return rows
 
 
+def _rows_peers(r: dict) -> list[dict]:
+    rows = []
+    for res in r["seeds"]:
+        pk = res["runs"].get("pkpd")
+        for key, name in (("numpyro", "NumPyro"), ("stan", "Stan")):
+            peer = res["runs"].get(key)
+            if pk is None or peer is None:
+                continue
+            rows.append(
+                {
+                    "measure": f"seed {res['seed']}: min ESS_bulk/s (population, per wall s "
+                    f"incl. compile), pkpd vs {name}",
+                    "pkpd": pk["ess_per_wall_s_population"],
+                    "baseline": peer["ess_per_wall_s_population"],
+                    "ratio": pk["ess_per_wall_s_population"] / peer["ess_per_wall_s_population"],
+                    "compile_s": pk.get("compile_s"),
+                    "note": f"walls {pk['wall_s']:.0f} s vs {peer['wall_s']:.0f} s; "
+                    f"{name} compile {peer['compile_s']:.0f} s",
+                }
+            )
+    for t in r.get("targets", []):
+        rows.append({"measure": "target", "target": t["target"], "value": t["median"],
+                     "met": t["ok"]})  # fmt: skip
+    for name, why in r.get("skipped", {}).items():
+        rows.append({"measure": f"{name} skipped: {why}"})
+    return rows
+
+
 EXTRACT = {
     "nca_throughput": _rows_nca_throughput,
     "nca_dask": _rows_nca_dask,
@@ -144,6 +173,7 @@ EXTRACT = {
     "ck_fit": _rows_fit,
     "pk_fit": _rows_fit,
     "joint_fit": _rows_joint,
+    "ck_peers": _rows_peers,
 }
 
 
