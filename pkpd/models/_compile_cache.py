@@ -22,8 +22,9 @@ nutpie compiles a PyMC model in two steps:
    linked with the graph function.
 
 In a fresh process with warm PyTensor and numba caches, step 2 is most of the compile
-time (measured in ``docs/models/population.md``). The inner PyTensor functions are not
-compiled again: numba's cache reports loads only for them.
+time. The inner PyTensor functions are not compiled again: numba's cache reports loads
+only for them (``NUMBA_DEBUG_CACHE=1``). Compile times are in
+``docs/models/population.md``.
 
 What this module does
 ---------------------
