@@ -102,7 +102,10 @@ ODE_TOLERANCE = 1e-3  # max relative error of the ODE solution on the design
 def make_model():
     from pkpd.models import PopPK
 
-    return PopPK(compartments=2, absorption="first-order", conc_unit="ng/mL")
+    # ka itself (TRUTH, OMEGA and the naive ODE model are written in ka)
+    return PopPK(
+        compartments=2, absorption="first-order", conc_unit="ng/mL", absorption_constraint=None
+    )
 
 
 def simulate(seed: int):
@@ -363,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         make_model, data, d, args, free_names=free_names, t_start=t_start, extra=with_recovery
     )
 
-    naive = make_naive_class()(compartments=2, absorption="first-order", conc_unit="ng/mL")
+    naive = make_naive_class()(
+        compartments=2, absorption="first-order", conc_unit="ng/mL", absorption_constraint=None
+    )
     plan = naive.ode_plan(d, d.obs_subject, d.obs_time, d.obs_row + 1.0)
     n_steps, n_episodes = plan["steps"].shape
     grid_sizes = [len(g) - 1 for g in plan["grids"]]

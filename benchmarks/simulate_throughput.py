@@ -153,7 +153,10 @@ def bench_pk(n: int, n_base: int, seed: int) -> dict:
     from pkpd.data.nonmem import weekly_regimen
     from pkpd.models import PopPK
 
-    model = PopPK(compartments=1, absorption="first-order", amount_unit="mg", volume_unit="L")
+    model = PopPK(
+        compartments=1, absorption="first-order", amount_unit="mg", volume_unit="L",
+        absorption_constraint=None,  # SELINEXOR_1CMT gives ka itself
+    )  # fmt: skip
     doses = weekly_regimen(40.0, WEEKS).to_dict("records")
     kw = {"doses": doses, "times": PK_TIMES, "typical": SELINEXOR_1CMT, "seed": seed}
     model.simulate(5, **kw)

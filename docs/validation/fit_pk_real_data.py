@@ -1,6 +1,6 @@
 """Fit PopPK to two public datasets and write the typical values next to the literature.
 
-Run from the repository root (about 2-4 minutes on 2 cores)::
+Run from the repository root (about 4-8 minutes on 2 cores)::
 
     .venv/bin/python docs/validation/fit_pk_real_data.py            # writes pk_real_data.md
     .venv/bin/python docs/validation/fit_pk_real_data.py --draws 300 # quicker
@@ -10,7 +10,11 @@ Datasets (read from ``../shared/data`` or ``--data-dir``; nothing is downloaded)
 * ``theoph.csv``: R's ``datasets::Theoph`` (12 subjects, single oral dose in mg/kg,
   time in h, concentration in mg/L). Amounts are the per-kg doses, so CL is in
   L/h/kg and V in L/kg, as in Pinheiro & Bates (2000), who fitted the same
-  one-compartment first-order absorption model with nlme.
+  one-compartment first-order absorption model with nlme. Fitted with PopPK's
+  defaults (default priors, non-centred BSV, ``absorption_constraint="faster"``,
+  proportional residual error), then twice more for comparison: with a free ka
+  (``absorption_constraint=None``) and with the combined residual error model
+  (``residual="combined"``), compared by PSIS-LOO over observations.
 * ``warfarin.csv``: warfarin PK/PD as distributed with nlmixr2data (32 subjects, one
   oral dose in mg, plasma concentration ``dvid == "cp"`` in mg/L); the PCA records are
   not used. One compartment with first-order absorption and a lag time, as in the
@@ -62,22 +66,13 @@ WARFARIN_LIT = {
 }
 WARFARIN_SOURCE = "Holford, warfarin PK example (Wings for NONMEM), 70 kg (check)"
 
-#: Theoph doses are per kg, so PopPK's default priors (V ~ 50 L) are on the wrong
-#: scale; with them one chain of four settled in the flip-flop mode (ka < ke, V/F ~0.03
-#: L/kg). Textbook adult values (Goodman & Gilman's, appendix II: theophylline Vd ~0.5
-#: L/kg, CL ~0.65 mL/min/kg = 0.039 L/h/kg), with a factor-e SD, and ka ~1/h for an oral
-#: immediate-release tablet, SD 0.7, which keeps ka > ke a priori.
-THEOPH_PRIORS = {
-    "CL": Prior.lognormal(0.04, 1.0, "Goodman & Gilman, appendix II: CL 0.65 mL/min/kg"),
-    "V": Prior.lognormal(0.5, 1.0, "Goodman & Gilman, appendix II: Vd 0.5 L/kg"),
-    "ka": Prior.lognormal(1.0, 0.7, "oral immediate release: ka ~ 1/h"),
-}
-#: The same for warfarin, whose default-prior fit also had a chain in the flip-flop mode:
-#: Goodman & Gilman's, appendix II: CL 0.045 mL/min/kg, Vd 0.14 L/kg, for 70 kg.
+#: Warfarin: textbook priors (Goodman & Gilman's, appendix II: CL 0.045 mL/min/kg, Vd
+#: 0.14 L/kg, for 70 kg) with a factor-e SD; delta_ka = ka - CL/V ~ ka ~ 1/h for an oral
+#: immediate-release tablet (CL/V ~ 0.02/h), SD 0.7.
 WARFARIN_PRIORS = {
     "CL": Prior.lognormal(0.19, 1.0, "Goodman & Gilman, appendix II: CL 0.045 mL/min/kg x 70 kg"),
     "V": Prior.lognormal(9.8, 1.0, "Goodman & Gilman, appendix II: Vd 0.14 L/kg x 70 kg"),
-    "ka": Prior.lognormal(1.0, 0.7, "oral immediate release: ka ~ 1/h"),
+    "delta_ka": Prior.lognormal(1.0, 0.7, "oral immediate release: ka ~ 1/h >> CL/V"),
 }
 
 
@@ -154,28 +149,33 @@ def fit_one(model, data, draws, seed, **kw):
 
 
 def rows_for(fit, lit: dict) -> list[str]:
+    """Literature parameters (ka: the derived row with ka = CL/V + delta_ka), the other
+    typical values, BSV and residual rows of the summary."""
     s = fit.summary()
     out = []
     for name, (value, unit) in lit.items():
         r = s.loc[name]
+        label = name if r["kind"] == "typical" else f"{name} (derived)"
         out.append(
-            f"| {name} | {unit} | {r['median']:.4g} | [{r['q5']:.4g}, {r['q95']:.4g}] | "
+            f"| {label} | {unit} | {r['median']:.4g} | [{r['q5']:.4g}, {r['q95']:.4g}] | "
             f"{value:.4g} | {r['ess_bulk']:.0f} | {r['r_hat']:.3f} |"
         )
-    for name in lit:
-        key = f"omega_{name}"
-        if key in s.index:
-            r = s.loc[key]
-            out.append(
-                f"| {key} | CV% | {r['median']:.3g} | [{r['q5']:.3g}, {r['q95']:.3g}] | | "
-                f"{r['ess_bulk']:.0f} | {r['r_hat']:.3f} |"
-            )
-    r = s.loc["sigma"]
-    out.append(
-        f"| sigma | SD of ln C | {r['median']:.3g} | [{r['q5']:.3g}, {r['q95']:.3g}] | | "
-        f"{r['ess_bulk']:.0f} | {r['r_hat']:.3f} |"
-    )
+    rest = s[s["kind"].isin(["typical", "bsv", "residual"]) & ~s.index.isin(list(lit))]
+    for name, r in rest.iterrows():
+        out.append(
+            f"| {name} | {r['unit']} | {r['median']:.3g} | [{r['q5']:.3g}, {r['q95']:.3g}] | | "
+            f"{r['ess_bulk']:.0f} | {r['r_hat']:.3f} |"
+        )
     return out
+
+
+def convergence_line(conv) -> str:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, int | float | np.number) else str(v)
+
+    return "; ".join(
+        f"{r.criterion} {fmt(r.value)} ({'ok' if r.ok else 'FAILED'})" for r in conv.itertuples()
+    )
 
 
 def section(title, source, fit, secs, conv, msgs, lit, aside, n_aside_reason) -> list[str]:
@@ -192,11 +192,7 @@ def section(title, source, fit, secs, conv, msgs, lit, aside, n_aside_reason) ->
         "|---|---|---|---|---|---|---|",
         *rows_for(fit, lit),
         "",
-        "Convergence: "
-        + "; ".join(
-            f"{r.criterion} {r.value:.3g} ({'ok' if r.ok else 'FAILED'})" for r in conv.itertuples()
-        )
-        + ".",
+        "Convergence: " + convergence_line(conv) + ".",
         "",
     ]
     if msgs:
@@ -211,35 +207,65 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def variant_rows(variants) -> list[str]:
+    """One row per Theoph fit: convergence and the typical ka."""
+    out = []
+    for label, (fit, secs, conv, _msgs) in variants:
+        c = conv.set_index("criterion")["value"]
+        ka = fit.summary().loc["ka"]
+        out.append(
+            f"| {label} | {int(c['divergences'])} | {c['r_hat max']:.3f} | "
+            f"{c['ess_bulk min']:.0f} | {c['ess_tail min']:.0f} | {ka['median']:.3g} "
+            f"[{ka['q5']:.3g}, {ka['q95']:.3g}] | {secs:.0f} |"
+        )
+    return out
+
+
+def compare_rows(table) -> list[str]:
+    return [
+        f"| {name} | {r['elpd_loo']:.1f} | {r['se']:.1f} | {r['p_loo']:.1f} | "
+        f"{r['elpd_diff']:.1f} | {r['dse']:.1f} | {int(r['n_k_high'])} |"
+        for name, r in table.iterrows()
+    ]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=20261201)
+    ap.add_argument("--theoph-only", action="store_true", help="skip the warfarin fit")
     ap.add_argument("-o", "--output", type=Path, default=HERE / "pk_real_data.md")
     args = ap.parse_args(argv)
 
     from pkpd import __version__
-    from pkpd.models import PopPK
+    from pkpd.models import PopPK, compare
 
     theoph, th_aside = theoph_table(args.data_dir / "theoph.csv")
-    warf, wf_aside = warfarin_table(args.data_dir / "warfarin.csv")
-    print("fitting Theoph ...", file=sys.stderr)
-    th_model = PopPK(1, "first-order", conc_unit="mg/L", priors=THEOPH_PRIORS, centered=True)
-    th = fit_one(th_model, theoph, args.draws, args.seed)
-    print("fitting warfarin ...", file=sys.stderr)
-    wf_model = PopPK(
-        1, "first-order", lag=True, conc_unit="mg/L", priors=WARFARIN_PRIORS, centered=["CL", "V"]
+    print("fitting Theoph (defaults, free ka, combined error) ...", file=sys.stderr)
+    th = fit_one(PopPK(1, "first-order", conc_unit="mg/L"), theoph, args.draws, args.seed)
+    th_free = fit_one(
+        PopPK(1, "first-order", conc_unit="mg/L", absorption_constraint=None),
+        theoph,
+        args.draws,
+        args.seed,
     )
-    wf = fit_one(wf_model, warf, args.draws, args.seed, target_accept=0.95)
+    th_comb = fit_one(
+        PopPK(1, "first-order", conc_unit="mg/L", residual="combined"),
+        theoph,
+        args.draws,
+        args.seed,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the Pareto-k warning: counted in the table
+        loo = compare(th[0], th_comb[0], names=["proportional", "combined"], by="observation")
     lines = [
         "# PopPK on public data: typical values next to the literature",
         "",
         f"Written by `docs/validation/fit_pk_real_data.py` (pkpd {__version__}, seed "
-        f"{args.seed}); log-normal BSV on every parameter, log-normal residual error. "
-        "Theoph: textbook priors (Goodman & Gilman; the default V prior is on the per-70-kg "
-        "scale and let one chain settle in the flip-flop mode ka < ke), every parameter "
-        "centred. Warfarin: textbook priors for the same reason, CL and V centred, "
+        f"{args.seed}); log-normal BSV on every parameter. Theoph: PopPK's defaults "
+        "(default priors, non-centred BSV, ka = CL/V + delta_ka, proportional residual "
+        "error), no option set. Warfarin: textbook priors, CL and V centred, "
         "target_accept 0.95 (the lag makes the likelihood kinked).",
         "",
         *section(
@@ -250,7 +276,44 @@ def main(argv=None) -> int:
             th_aside,
             "time-0 samples: measurable pre-dose levels the single-dose model predicts as 0",
         ),
-        *section(
+        "### Theoph: parameterisation of ka and residual error model",
+        "",
+        "The same data and seed, 4 chains x "
+        f"{th[0].info['draws']} draws, one option changed at a time.",
+        "",
+        "| fit | divergences | r_hat max | ESS bulk min | ESS tail min | ka (1/h) | wall s |",
+        "|---|---|---|---|---|---|---|",
+        *variant_rows(
+            [
+                ("defaults (ka = CL/V + delta_ka, proportional)", th),
+                ("absorption_constraint=None (free ka)", th_free),
+                ('residual="combined"', th_comb),
+            ]
+        ),
+        "",
+        "Combined error: "
+        + ", ".join(
+            f"{n} {th_comb[0].summary().loc[n, 'median']:.3g} {th_comb[0].summary().loc[n, 'unit']}"
+            for n in ("sigma_add", "sigma_prop")
+        )
+        + '. PSIS-LOO over observations (`pkpd.compare(..., by="observation")`; '
+        "the log density of each DV on its natural scale, so the two error models are "
+        "comparable):",
+        "",
+        "| residual | elpd_loo | se | p_loo | elpd_diff | dse | observations with k > 0.7 |",
+        "|---|---|---|---|---|---|---|",
+        *compare_rows(loo),
+        "",
+    ]
+    if not args.theoph_only:
+        warf, wf_aside = warfarin_table(args.data_dir / "warfarin.csv")
+        print("fitting warfarin ...", file=sys.stderr)
+        wf_model = PopPK(
+            1, "first-order", lag=True, conc_unit="mg/L", priors=WARFARIN_PRIORS,
+            centered=["CL", "V"],
+        )  # fmt: skip
+        wf = fit_one(wf_model, warf, args.draws, args.seed, target_accept=0.95)
+        lines += section(
             "Warfarin (nlmixr2data `warfarin`, `cp` records), one compartment, first-order "
             "absorption with lag",
             WARFARIN_SOURCE,
@@ -260,8 +323,9 @@ def main(argv=None) -> int:
             f"{wf_aside[0]} samples recorded as 0 mg/L without an LLOQ; {wf_aside[1]} "
             f"replicate samples at equal times merged into their geometric means "
             f"({wf_aside[2]} fewer records)",
-        ),
-    ]
+        )
+    else:
+        lines += ["Warfarin: not fitted in this run (`--theoph-only`).", ""]
     write_atomic(args.output, "\n".join(lines))
     print("\n".join(lines))
     return 0

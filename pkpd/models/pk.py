@@ -17,11 +17,13 @@ IV bolus or zero-order infusion into central; the steady-state train of an
 concentration unit of the data.
 
 Parameters (natural scale, log-normal BSV): ``CL``, ``V`` (1 compartment) or ``CL,
-Vc, Q, Vp`` (2) or ``CL, Vc, Q, Vp, Q2, Vp2`` (3); ``ka`` and optionally ``lag`` for
-first-order absorption; ``F`` (logit-normal) when bioavailability is estimated. With
-oral data only, clearances and volumes are apparent (CL/F, V/F).
+Vc, Q, Vp`` (2) or ``CL, Vc, Q, Vp, Q2, Vp2`` (3); ``ka`` (``delta_ka`` by default,
+below) and optionally ``lag`` for first-order absorption; ``F`` (logit-normal) when
+bioavailability is estimated. With oral data only, clearances and volumes are apparent
+(CL/F, V/F).
 
-With ``absorption_constraint="faster"`` the absorption rate is parameterised as
+With ``absorption_constraint="faster"`` (the default) the absorption rate is
+parameterised as
 
 .. math::
 
@@ -80,7 +82,7 @@ __all__ = ["PopPK", "allometric", "conc_scale"]
 ABSORPTIONS = ("first-order", "bolus", "infusion")
 CONSTRAINTS = (None, "faster")
 #: default ``absorption_constraint`` (see docs/models/pk.md, "Flip-flop" for the evidence)
-DEFAULT_CONSTRAINT = None
+DEFAULT_CONSTRAINT = "faster"
 #: summary kind of the derived ka row when ka = CL/V + delta_ka
 KA_DERIVED = "derived (ka = CL/V + delta_ka)"
 WEAK = "weakly informative default: override with literature values (priors=...)"
@@ -174,7 +176,7 @@ class PopPK(PopulationModel):
         Estimate the bioavailability ``F`` of depot doses (needs IV and oral data);
         otherwise ``F = 1`` and clearances/volumes are apparent (CL/F ...).
     absorption_constraint
-        ``"faster"``: absorption faster than elimination by construction,
+        ``"faster"`` (default): absorption faster than elimination by construction,
         :math:`k_a = CL/V_c + \delta_{ka}` with ``delta_ka`` the structural parameter
         (prior, BSV, covariates and ``centered`` name ``delta_ka``; ``ka`` is derived);
         ``None``: ``ka`` is a free parameter and the flip-flop mode :math:`k_a < k` is

@@ -82,6 +82,8 @@ class SelinexorPK(PopPK):
         kwargs.setdefault("amount_unit", "mg")
         kwargs.setdefault("volume_unit", "L")
         kwargs.setdefault("conc_unit", "ng/mL")
+        # the label-calibrated priors (XU_2021) are on ka itself: a free ka by default
+        kwargs.setdefault("absorption_constraint", None)
         super().__init__(compartments=2, absorption="first-order", **kwargs)
 
     def default_priors(self) -> dict[str, Prior]:

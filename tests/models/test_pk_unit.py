@@ -12,6 +12,10 @@ from pkpd.data.nonmem import weekly_regimen
 from pkpd.errors import DataError, OptionError
 from pkpd.models import PopPK, SelinexorPK, allometric, conc_scale
 
+#: ka a free parameter (the tests below that give ka itself); the default is "faster"
+FREE = {"absorption_constraint": None}
+FASTER = {"absorption_constraint": "faster"}
+
 
 # --- an independent reference: the compartment ODEs integrated event by event ----------
 def ode_reference(params, events, obs_times, n_cmt, lag=0.0, scale=1.0):
@@ -92,7 +96,7 @@ def test_weekly_oral_year_with_holds_and_reductions_matches_ode():
     records = [{**r, "CMT": 1} for r in regimen.to_dict("records")]
     obs = [2.0, 24.0, 167.0, 170.0, 600.0, 800.0, 1700.0, 3400.0, 5000.0, 8736.0]
     f = frame_from(records, obs)
-    model = PopPK(2, "first-order", late_doses="drop")
+    model = PopPK(2, "first-order", late_doses="drop", **FREE)
     got = model_conc(model, f, TWO_CMT)
     events = []
     for r in regimen.itertuples():
@@ -119,7 +123,7 @@ def test_steady_state_reset_lag_infusion_and_evid4_match_ode():
     # observations at a dose time come after it in this frame (EVID sorted 0 first -> fix)
     f = f.sort_values(["ID", "TIME", "EVID"], ascending=[True, True, False], kind="stable")
     f = f.reset_index(drop=True)
-    model = PopPK(2, "first-order", lag=True)
+    model = PopPK(2, "first-order", lag=True, **FREE)
     got = model_conc(model, f, params)
 
     def train(t0, amt, ii, n):
@@ -171,8 +175,9 @@ def test_conc_scale_units():
 
 def test_parameter_names_and_options():
     names = lambda m: [p.name for p in m.structural_parameters()]  # noqa: E731
-    assert names(PopPK(1)) == ["CL", "V", "ka"]
-    assert names(PopPK(2, lag=True)) == ["CL", "Vc", "Q", "Vp", "ka", "lag"]
+    assert names(PopPK(1)) == ["CL", "V", "delta_ka"]  # default: ka = CL/V + delta_ka
+    assert names(PopPK(1, **FREE)) == ["CL", "V", "ka"]
+    assert names(PopPK(2, lag=True, **FREE)) == ["CL", "Vc", "Q", "Vp", "ka", "lag"]
     assert names(PopPK(3, "bolus")) == ["CL", "Vc", "Q", "Vp", "Q2", "Vp2"]
     assert names(PopPK(1, bioavailability=True))[-1] == "F"
     with pytest.raises(OptionError):
@@ -189,7 +194,7 @@ def test_parameter_names_and_options():
 
 
 def test_simulate_then_prepare_uses_the_dose_history_and_units():
-    model = PopPK(1, conc_unit="ng/mL")
+    model = PopPK(1, conc_unit="ng/mL", **FREE)
     regimen = weekly_regimen(20, 4, reductions={2: 10})
     data, truth = model.simulate(
         5,
@@ -213,7 +218,7 @@ def test_simulate_then_prepare_uses_the_dose_history_and_units():
 
 
 def test_pymc_graph_logp_and_gradient_are_finite():
-    model = PopPK(2, lag=True, conc_unit="mg/L")
+    model = PopPK(2, lag=True, conc_unit="mg/L", **FREE)
     data = model.simulate(
         4,
         doses=[{"TIME": 0.0, "AMT": 100.0, "ADDL": 3, "II": 24.0}],
@@ -233,7 +238,7 @@ def test_pymc_graph_logp_and_gradient_are_finite():
 
 def test_missing_covariate_column_is_a_clear_error():
     model = PopPK(1, covariates=["CL~SEX"], conc_unit="mg/L")
-    data = PopPK(1, conc_unit="mg/L").simulate(
+    data = PopPK(1, conc_unit="mg/L", **FREE).simulate(
         3, doses=[{"TIME": 0.0, "AMT": 10.0}], times=[1, 2, 4],
         typical={"CL": 1.0, "V": 10.0, "ka": 1.0}, seed=0)  # fmt: skip
     with pytest.raises(DataError, match="SEX"):
@@ -242,7 +247,7 @@ def test_missing_covariate_column_is_a_clear_error():
 
 def test_centered_density_is_the_non_centred_one_after_the_change_of_variables():
     """phi = mu + omega z: log p_c(mu, omega, phi) = log p_nc(mu, omega, z) - n sum ln omega."""
-    kw = {"conc_unit": "mg/L"}
+    kw = {"conc_unit": "mg/L", **FREE}
     data = PopPK(1, **kw).simulate(
         4, doses=[{"TIME": 0.0, "AMT": 100.0}], times=[0.5, 1, 2, 4, 8, 24],
         typical={"CL": 4.0, "V": 30.0, "ka": 1.0}, lloq=0.05, seed=2,
@@ -276,8 +281,6 @@ def test_centered_density_is_the_non_centred_one_after_the_change_of_variables()
 
 
 # --- ka = CL/V + delta_ka (absorption_constraint="faster") ---------------------------------
-FREE = {"absorption_constraint": None}
-FASTER = {"absorption_constraint": "faster"}
 
 
 @pytest.mark.parametrize("n_cmt", [1, 2])

@@ -90,8 +90,9 @@ def _assert_recovered(fit, truth, omega):
 
 def _cohort_and_fit(n_cmt, truth, omega, centred, unit, seed):
     model = PopPK(
-        n_cmt, "first-order", conc_unit=unit, centered=centred, priors=offset_priors(truth)
-    )
+        n_cmt, "first-order", conc_unit=unit, centered=centred, priors=offset_priors(truth),
+        absorption_constraint=None,  # the truth and priors here are on ka itself
+    )  # fmt: skip
     data, true_ind = model.simulate(
         N_SUBJECTS, doses=DOSES, times=TIMES, typical=truth, omega=omega, sigma=SIGMA,
         seed=seed, return_truth=True, conc_unit=unit,
