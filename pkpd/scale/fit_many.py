@@ -714,9 +714,7 @@ def _row(task: _Task, fit, comp, prob: float, info: dict, t0: float) -> dict:
         "converged": bool(conv["ok"].all()),
     }
     summary = fit.summary(prob)
-    keep = [
-        c for c in summary.columns if c not in ("kind", "unit", "ess_tail", "informed_by")
-    ]
+    keep = [c for c in summary.columns if c not in ("kind", "unit", "ess_tail", "informed_by")]
     for name, values in summary[keep].iterrows():
         for col in keep:
             row[f"{name}.{col}"] = float(values[col])

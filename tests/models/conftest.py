@@ -42,7 +42,7 @@ def stein(tau, cmax, tmax, foldx, alpha, beta, fb, lag=0.0):
 @pytest.fixture(scope="session")
 def sim_data():
     """12 virtual subjects (Stein 2019 typical values), LLOQ 50: about 20 % BLQ."""
-    return CellularKinetics().simulate(N_SUBJECTS, seed=1, lloq=LLOQ)
+    return CellularKinetics(variant="stein").simulate(N_SUBJECTS, seed=1, lloq=LLOQ)
 
 
 @pytest.fixture(scope="session")
@@ -50,4 +50,4 @@ def small_fit(sim_data):
     """The one real fit of the suite (nutpie)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return CellularKinetics().fit(sim_data, **FIT_SETTINGS)
+        return CellularKinetics(variant="stein").fit(sim_data, **FIT_SETTINGS)

@@ -163,10 +163,10 @@ def reference_logp(model_obj, pymc_model, point, frame, data):
 def _likelihood_case(case):
     """(model, data frame) of a likelihood case, with BLQ records."""
     if case == "single":
-        model = CellularKinetics()
+        model = CellularKinetics(variant="stein")
         frame = model.simulate(4, times=(1, 4, 10, 28, 90, 180), lloq=200.0, seed=11)
     else:  # two infusions, two matrices, lag and a dose effect
-        model = CellularKinetics(lag=True, dose_effect=True)
+        model = CellularKinetics(variant="stein", lag=True, dose_effect=True)
         doses = pd.DataFrame(
             {
                 "ID": [1, 1, 2, 2, 3, 4],
@@ -282,7 +282,7 @@ def test_blq_term_is_log_integral_of_normal_density(likelihood_case):
 
 @pytest.fixture(scope="module")
 def base_frame():
-    return CellularKinetics().simulate(3, times=(1, 7, 28), lloq=1.0, seed=0)
+    return CellularKinetics(variant="stein").simulate(3, times=(1, 7, 28), lloq=1.0, seed=0)
 
 
 def _obs_mask(df, sid, time):
@@ -297,7 +297,7 @@ def test_blq_without_lloq_raises(base_frame):
     df = base_frame.drop(columns="LLOQ").copy()
     df.loc[_obs_mask(df, 3, 7.0), ["DV", "BLQ"]] = [0.0, 1]
     with pytest.raises(DataError, match="LLOQ") as err:
-        CellularKinetics().prepare(df)
+        CellularKinetics(variant="stein").prepare(df)
     assert "subject 3" in str(err.value)
 
 
@@ -305,7 +305,7 @@ def test_negative_dv_raises(base_frame):
     df = base_frame.copy()
     df.loc[_obs_mask(df, 2, 7.0), "DV"] = -3.0
     with pytest.raises(DataError, match="negative") as err:
-        CellularKinetics().prepare(df)
+        CellularKinetics(variant="stein").prepare(df)
     assert "'DV'" in str(err.value) and "subject 2" in str(err.value)
 
 
@@ -313,7 +313,7 @@ def test_covariate_changing_within_subject_raises(base_frame):
     df = base_frame.assign(SEX="F")
     df.loc[(df["ID"] == 2) & (df["TIME"] == 28.0), "SEX"] = "M"
     with pytest.raises(DataError, match="changes within subject") as err:
-        CellularKinetics(covariates=["Cmax~SEX"]).prepare(df)
+        CellularKinetics(variant="stein", covariates=["Cmax~SEX"]).prepare(df)
     assert "'SEX'" in str(err.value) and _names(str(err.value), 2)
 
 
@@ -321,39 +321,43 @@ def test_covariate_missing_for_subject_raises(base_frame):
     df = base_frame.assign(SEX="F")
     df.loc[df["ID"] == 3, "SEX"] = np.nan
     with pytest.raises(DataError, match="missing for subject") as err:
-        CellularKinetics(covariates=["Cmax~SEX"]).prepare(df)
+        CellularKinetics(variant="stein", covariates=["Cmax~SEX"]).prepare(df)
     assert "'SEX'" in str(err.value) and _names(str(err.value), 3)
 
 
 def test_unknown_covariate_column_raises(base_frame):
     with pytest.raises(DataError, match="'WT' is not in the data"):
-        CellularKinetics(covariates=[CovariateEffect("Cmax", "WT", "power")]).prepare(base_frame)
+        CellularKinetics(
+            variant="stein", covariates=[CovariateEffect("Cmax", "WT", "power")]
+        ).prepare(base_frame)
 
 
 def test_unknown_prior_name_raises():
     with pytest.raises(OptionError, match="'CL'"):
-        CellularKinetics(priors={"CL": Prior.lognormal(1.0, 1.0)})
+        CellularKinetics(variant="stein", priors={"CL": Prior.lognormal(1.0, 1.0)})
     with pytest.raises(OptionError, match="omega_CL"):
-        CellularKinetics(priors={"omega_CL": {"kind": "halfnormal", "params": {"sigma": 1}}})
+        CellularKinetics(
+            variant="stein", priors={"omega_CL": {"kind": "halfnormal", "params": {"sigma": 1}}}
+        )
 
 
 def test_unknown_bsv_parameter_raises():
     with pytest.raises(OptionError, match="'CL'"):
-        CellularKinetics(bsv=["Cmax", "CL"])
+        CellularKinetics(variant="stein", bsv=["Cmax", "CL"])
     with pytest.raises(OptionError, match="at least two"):
-        CellularKinetics(bsv=["Cmax"], correlated=True)
+        CellularKinetics(variant="stein", bsv=["Cmax"], correlated=True)
 
 
 def test_covariate_on_unknown_parameter_raises():
     with pytest.raises(OptionError, match="'CL'") as err:
-        CellularKinetics(covariates=["CL~SEX"])
+        CellularKinetics(variant="stein", covariates=["CL~SEX"])
     assert "'SEX'" in str(err.value)
 
 
 def test_single_level_categorical_covariate_raises(base_frame):
     df = base_frame.assign(SEX="F")
     with pytest.raises(OptionError, match="one level") as err:
-        CellularKinetics(covariates=["Cmax~SEX"]).build_model(df)
+        CellularKinetics(variant="stein", covariates=["Cmax~SEX"]).build_model(df)
     assert "'SEX'" in str(err.value)
 
 
@@ -361,13 +365,15 @@ def test_reference_level_not_in_data_raises(base_frame):
     df = base_frame.assign(SEX=np.where(base_frame["ID"] == 1, "F", "M"))
     cov = CovariateEffect("Cmax", "SEX", reference="X")
     with pytest.raises(OptionError, match="'X'"):
-        CellularKinetics(covariates=[cov]).build_model(df)
+        CellularKinetics(variant="stein", covariates=[cov]).build_model(df)
 
 
 def test_nonpositive_power_covariate_raises(base_frame):
     df = base_frame.assign(WT=np.where(base_frame["ID"] == 1, 0.0, 70.0))
     with pytest.raises(OptionError, match="'WT'"):
-        CellularKinetics(covariates=[CovariateEffect("Cmax", "WT", "power")]).build_model(df)
+        CellularKinetics(
+            variant="stein", covariates=[CovariateEffect("Cmax", "WT", "power")]
+        ).build_model(df)
 
 
 def test_two_analytes_raise(base_frame):
@@ -379,7 +385,7 @@ def test_two_analytes_raise(base_frame):
         ignore_index=True,
     )
     with pytest.raises(DataError, match="2 analytes") as err:
-        CellularKinetics().prepare(df)
+        CellularKinetics(variant="stein").prepare(df)
     assert "'DVID'" in str(err.value)
 
 
@@ -387,7 +393,7 @@ def test_all_blq_subject_warns_and_is_kept(base_frame):
     df = base_frame.copy()
     df.loc[(df["ID"] == 3) & (df["EVID"] == 0), ["DV", "BLQ"]] = [0.0, 1]
     with pytest.warns(PKPDWarning, match="no observation above the LLOQ") as rec:
-        d = CellularKinetics().prepare(df)
+        d = CellularKinetics(variant="stein").prepare(df)
     assert _names(str(rec[0].message), 3)
     assert list(d.subjects) == [1, 2, 3]
     assert d.obs_blq[d.obs_subject == 2].all() and (d.obs_subject == 2).sum() == 3
@@ -399,13 +405,13 @@ def test_dv_zero_is_blq_and_needs_lloq(base_frame, blq_column):
     if not blq_column:
         df = df.drop(columns="BLQ")
     df.loc[_obs_mask(df, 1, 28.0), "DV"] = 0.0  # BLQ flag (if any) stays 0
-    d = CellularKinetics().prepare(df)
+    d = CellularKinetics(variant="stein").prepare(df)
     row = int(np.flatnonzero(_obs_mask(df, 1, 28.0).to_numpy())[0])
     k = int(np.flatnonzero(d.obs_row == row)[0])
     assert d.obs_blq[k] and d.obs_lloq[k] == 1.0
     assert d.obs_blq.sum() == (df.loc[df["EVID"] == 0, "DV"] == 0).sum()
     with pytest.raises(DataError, match="need their LLOQ") as err:
-        CellularKinetics().prepare(df.drop(columns="LLOQ"))
+        CellularKinetics(variant="stein").prepare(df.drop(columns="LLOQ"))
     assert "subject 1" in str(err.value)
 
 
@@ -496,7 +502,7 @@ def test_covariate_effect_coerce_and_validation():
     ],
 )
 def test_config_round_trip(kwargs):
-    model = CellularKinetics(**kwargs)
+    model = CellularKinetics(variant="stein", **kwargs)
     config = model.config()
     text = json.dumps(config)  # JSON-serialisable, as saved with every fit
     again = CellularKinetics.from_config(json.loads(text))
@@ -510,7 +516,7 @@ def test_config_round_trip(kwargs):
 
 @pytest.mark.parametrize("kwargs", [{}, {"lag": True, "dose_effect": True}])
 def test_prior_table_has_sources(kwargs):
-    model = CellularKinetics(**kwargs)
+    model = CellularKinetics(variant="stein", **kwargs)
     table = model.prior_table()
     assert list(table.columns) == ["parameter", "prior", "source"]
     assert set(table["parameter"]) == set(model.priors)
@@ -522,7 +528,7 @@ def test_prior_table_has_sources(kwargs):
 
 
 def _roundtrip_frame(str_ids: bool):
-    model = CellularKinetics(covariates=["Cmax~PRODUCT"])
+    model = CellularKinetics(variant="stein", covariates=["Cmax~PRODUCT"])
     df = model.simulate(
         6,
         times=(1, 7, 14, 28, 90),

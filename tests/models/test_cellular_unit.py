@@ -37,7 +37,7 @@ def _level(truth_row, t, doses, lag=0.0):
 
 
 def test_simulate_columns_sorting_and_blq():
-    df = CellularKinetics().simulate(8, seed=4, lloq=100.0)
+    df = CellularKinetics(variant="stein").simulate(8, seed=4, lloq=100.0)
     assert list(df.columns) == COLUMNS
     expected = df.sort_values(["ID", "TIME", "EVID"], ascending=[True, True, False], kind="stable")
     pd.testing.assert_frame_equal(df, expected.reset_index(drop=True))
@@ -56,7 +56,7 @@ def test_simulate_columns_sorting_and_blq():
 
 
 def test_simulate_is_reproducible():
-    model = CellularKinetics()
+    model = CellularKinetics(variant="stein")
     a = model.simulate(5, seed=7)
     pd.testing.assert_frame_equal(a, model.simulate(5, seed=7))
     b = model.simulate(5, seed=8)
@@ -66,7 +66,7 @@ def test_simulate_is_reproducible():
 
 
 def test_simulate_noise_free_matches_stein_formula():
-    df, truth = CellularKinetics().simulate(
+    df, truth = CellularKinetics(variant="stein").simulate(
         4, seed=1, sigma=0.0, lloq=1e-12, return_truth=True, times=(1, 5, 12, 30, 200)
     )
     obs = df[df["EVID"] == 0]
@@ -77,7 +77,7 @@ def test_simulate_noise_free_matches_stein_formula():
 
 
 def test_simulate_matrices():
-    df = CellularKinetics().simulate(
+    df = CellularKinetics(variant="stein").simulate(
         6, seed=2, matrices={"PB": 1.0, "BM": 0.3}, lloq={"PB": 10.0, "BM": 5.0}
     )
     assert list(df.columns) == [*COLUMNS, "MATRIX"]
@@ -90,7 +90,7 @@ def test_simulate_matrices():
     bm = obs[obs["MATRIX"] == "BM"].set_index(["ID", "TIME"])["DV"]
     assert bm.median() < pb.median()
     # noise-free: BM is exactly 0.3 x PB
-    df0 = CellularKinetics().simulate(
+    df0 = CellularKinetics(variant="stein").simulate(
         6, seed=2, sigma=0.0, matrices={"PB": 1.0, "BM": 0.3}, lloq=1e-9
     )
     obs0 = df0[df0["EVID"] == 0]
@@ -98,12 +98,12 @@ def test_simulate_matrices():
     bm0 = obs0[obs0["MATRIX"] == "BM"].set_index(["ID", "TIME"])["DV"]
     np.testing.assert_allclose(bm0.loc[pb0.index].to_numpy(), 0.3 * pb0.to_numpy(), rtol=1e-12)
     # the model puts PB first (reference matrix) and estimates a BM scale
-    d = CellularKinetics().prepare(df)
+    d = CellularKinetics(variant="stein").prepare(df)
     assert d.matrices == ["PB", "BM"]
 
 
 def test_simulate_two_infusions():
-    model = CellularKinetics()
+    model = CellularKinetics(variant="stein")
     df, truth = model.simulate(
         5, seed=3, doses=((0, 1e8), (7, 1e8)), sigma=0.0, lloq=1e-12, return_truth=True
     )
@@ -128,7 +128,7 @@ def test_simulate_two_infusions():
 
 
 def test_simulate_truth_frame_single_infusion():
-    model = CellularKinetics()
+    model = CellularKinetics(variant="stein")
     _, truth = model.simulate(5, seed=5, lloq=20.0, return_truth=True)
     assert list(truth.columns) == [
         "ID",
@@ -154,7 +154,7 @@ def test_simulate_truth_frame_single_infusion():
 
 
 def test_simulate_typical_values_and_options():
-    model = CellularKinetics(lag=True)
+    model = CellularKinetics(variant="stein", lag=True)
     df, truth = model.simulate(
         3, seed=0, return_truth=True, conc_unit="copies/ug", id_offset=100, omega={}, sigma=0.0
     )
@@ -163,7 +163,7 @@ def test_simulate_typical_values_and_options():
     assert {"lag_fraction", "lag"} <= set(truth.columns)
     np.testing.assert_allclose(truth["lag"], truth["lag_fraction"] * truth["Tmax"])
     # zero BSV: every subject at the typical values
-    typical = CellularKinetics().simulate(
+    typical = CellularKinetics(variant="stein").simulate(
         3, seed=0, omega=dict.fromkeys(PARAMS, 0.0), return_truth=True
     )[1]
     for p in PARAMS:
@@ -171,7 +171,7 @@ def test_simulate_typical_values_and_options():
 
 
 def test_simulate_respects_time_unit():
-    model = CellularKinetics(time_unit="h")
+    model = CellularKinetics(variant="stein", time_unit="h")
     truth = model.simulate(300, seed=0, return_truth=True)[1]
     prior_tmax = model.priors["Tmax"].params["median"]
     assert prior_tmax == pytest.approx(9.3 * 24)
@@ -183,25 +183,25 @@ def test_simulate_respects_time_unit():
 
 @pytest.fixture(scope="module")
 def base_frame():
-    return CellularKinetics().simulate(3, times=(1, 7, 28), lloq=1.0, seed=0)
+    return CellularKinetics(variant="stein").simulate(3, times=(1, 7, 28), lloq=1.0, seed=0)
 
 
 def test_subject_without_infusion_raises(base_frame):
     df = base_frame[~((base_frame["ID"] == 2) & (base_frame["EVID"] == 1))]
     with pytest.raises(DoseError, match="no infusion record") as err:
-        CellularKinetics().prepare(df)
+        CellularKinetics(variant="stein").prepare(df)
     assert re.search(r"\b2\b", str(err.value))
 
 
 def test_messages_name_subjects_as_plain_values(base_frame):
     df = base_frame[~((base_frame["ID"] == 2) & (base_frame["EVID"] == 1))]
     with pytest.raises(DoseError) as err:
-        CellularKinetics().prepare(df)
+        CellularKinetics(variant="stein").prepare(df)
     assert "np.int64" not in str(err.value) and "[2]" in str(err.value)
     df = base_frame.copy()
     df.loc[(df["ID"] == 3) & (df["EVID"] == 0), ["DV", "BLQ"]] = [0.0, 1]
     with pytest.warns(PKPDWarning) as rec:
-        CellularKinetics().prepare(df)
+        CellularKinetics(variant="stein").prepare(df)
     assert "np.int64" not in str(rec[0].message) and "[3]" in str(rec[0].message)
 
 
@@ -210,7 +210,7 @@ def test_nonpositive_infusion_amount_raises(base_frame, amt):
     df = base_frame.copy()
     df.loc[(df["ID"] == 2) & (df["EVID"] == 1), "AMT"] = amt
     with pytest.raises(DoseError, match=r"AMT|amount") as err:
-        CellularKinetics().prepare(df)
+        CellularKinetics(variant="stein").prepare(df)
     assert re.search(r"\b2\b", str(err.value))
 
 
@@ -221,7 +221,7 @@ def test_observation_before_first_infusion_is_set_aside(base_frame):
     df = pd.concat([base_frame, early], ignore_index=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not an error, not even a warning
-        d = CellularKinetics().prepare(df)
+        d = CellularKinetics(variant="stein").prepare(df)
     assert d.n_obs == 9 and (d.obs_time >= 0).all()
     ex = d.excluded
     assert len(ex) == 1
@@ -233,32 +233,35 @@ def test_observation_before_first_infusion_is_set_aside(base_frame):
 
 def test_prepare_dose_arrays_and_reference_matrix():
     doses = pd.DataFrame({"ID": [1, 1, 2], "TIME": [0.0, 7.0, 0.0], "AMT": [1e6, 3e6, 2e6]})
-    df = CellularKinetics().simulate(
+    df = CellularKinetics(variant="stein").simulate(
         2, doses=doses, times=(1, 7, 10), matrices={"BM": 0.3, "PB": 1.0}, seed=0, lloq=1.0
     )
-    d = CellularKinetics().prepare(df)
+    d = CellularKinetics(variant="stein").prepare(df)
     assert d.matrices == ["PB", "BM"]  # PB is the reference even when listed second
     assert d.arrays["dose_time"][1].tolist() == [[0.0, 7.0], [0.0, 0.0]]
     assert d.arrays["dose_amt"][1].tolist() == [[1e6, 3e6], [2e6, 1.0]]
     assert d.arrays["dose_active"][1].tolist() == [[1, 1], [1, 0]]
     assert d.meta["dose_reference"] == 2e6  # median infusion amount
     assert d.meta["reference_lloq"] == 1.0 and d.meta["time_unit"] == "day"
-    d_bm = CellularKinetics(reference_matrix="BM").prepare(df)
+    d_bm = CellularKinetics(variant="stein", reference_matrix="BM").prepare(df)
     assert d_bm.matrices == ["BM", "PB"]
-    assert CellularKinetics(dose_reference=1e6).prepare(df).meta["dose_reference"] == 1e6
+    assert (
+        CellularKinetics(variant="stein", dose_reference=1e6).prepare(df).meta["dose_reference"]
+        == 1e6
+    )
     with pytest.raises(OptionError, match="'XX'"):
-        CellularKinetics(reference_matrix="XX").prepare(df)
+        CellularKinetics(variant="stein", reference_matrix="XX").prepare(df)
     with pytest.raises(OptionError, match="fortnight"):
-        CellularKinetics(time_unit="fortnight")
+        CellularKinetics(variant="stein", time_unit="fortnight")
 
 
 def test_structural_parameters_and_priors():
-    names = [p.name for p in CellularKinetics().structural_parameters()]
+    names = [p.name for p in CellularKinetics(variant="stein").structural_parameters()]
     assert names == PARAMS
-    lag = CellularKinetics(lag=True, dose_effect=True)
+    lag = CellularKinetics(variant="stein", lag=True, dose_effect=True)
     assert [p.name for p in lag.structural_parameters()] == [*PARAMS, "lag_fraction"]
     assert {"lag_fraction", "omega_lag_fraction", "dose_exponent"} <= set(lag.priors)
-    hours = CellularKinetics(time_unit="h")
+    hours = CellularKinetics(variant="stein", time_unit="h")
     assert hours.priors["Tmax"].params["median"] == pytest.approx(9.3 * 24)
     assert hours.priors["alpha"].params["median"] == pytest.approx(0.16 / 24)
     transforms = {p.name: p.transform for p in lag.structural_parameters()}
@@ -270,7 +273,7 @@ def test_structural_parameters_and_priors():
 
 def _fake_fit(beta_draws, lloq=50.0):
     """A PopulationFit whose posterior holds given draws (1 chain, 2 subjects)."""
-    model = CellularKinetics()
+    model = CellularKinetics(variant="stein")
     frame = model.simulate(2, seed=0, lloq=lloq)
     data = model.prepare(frame)
     n = len(beta_draws)
@@ -325,7 +328,7 @@ def test_pytensor_prediction_equals_numpy_formula():
     matrix; the gradient is finite."""
     pytensor = pytest.importorskip("pytensor")
     pt = pytest.importorskip("pytensor.tensor")
-    model = CellularKinetics(dose_effect=True)
+    model = CellularKinetics(variant="stein", dose_effect=True)
     df = model.simulate(6, seed=11, doses=((0, 1e8), (7, 2e8)), lloq=1e-12)
     df = df.drop(index=df[(df.EVID == 0)].sample(frac=0.3, random_state=2).index)  # ragged
     df = df.drop(index=df[(df.EVID == 1) & (df.TIME == 7) & df.ID.isin([1, 4])].index)

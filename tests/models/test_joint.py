@@ -35,7 +35,7 @@ STEIN_NAMES = ("Cmax", "Tmax", "foldx", "alpha", "beta", "FB")
 
 @pytest.fixture(scope="module")
 def trial():
-    ck = CellularKinetics()
+    ck = CellularKinetics(variant="stein")
     kin, truth = ck.simulate(
         N, doses=((0.0, 1e6), (7.0, 1e6)), lloq=50.0, seed=5, return_truth=True
     )
@@ -71,7 +71,7 @@ def _values(model, point, names):
 
 def test_joint_logp_is_kinetics_plus_endpoints(trial):
     joint = JointModel(
-        CellularKinetics(),
+        CellularKinetics(variant="stein"),
         {
             "bor": BestResponse(predictors=["Cmax", "C(ARM)"]),
             "pfs": WeibullTTE(predictors=["AUC0_28"]),
@@ -83,7 +83,7 @@ def test_joint_logp_is_kinetics_plus_endpoints(trial):
     total = model.compile_logp()(point)
 
     # the kinetics alone, same point
-    ck = CellularKinetics()
+    ck = CellularKinetics(variant="stein")
     ck_model = ck.build_model(trial["kinetics"])
     ck_point = {k: point[k] for k in ck_model.initial_point()}
     ck_logp = ck_model.compile_logp()(ck_point)
@@ -107,12 +107,12 @@ def test_joint_logp_is_kinetics_plus_endpoints(trial):
 
 
 def test_joint_logp_with_pd_block_uses_the_subjects_own_kinetics(trial):
-    joint = JointModel(CellularKinetics(), {"il6": CytokinePD("IL6")})
+    joint = JointModel(CellularKinetics(variant="stein"), {"il6": CytokinePD("IL6")})
     data = {"kinetics": trial["kinetics"], "il6": trial["il6"]}
     model = joint.build_model(data)
     point = _point(model, seed=1)
     total = model.compile_logp()(point)
-    ck_model = CellularKinetics().build_model(trial["kinetics"])
+    ck_model = CellularKinetics(variant="stein").build_model(trial["kinetics"])
     ck_logp = ck_model.compile_logp()({k: point[k] for k in ck_model.initial_point()})
     # the individual CK parameters at this point drive a standalone IL-6 model
     theta = _values(model, point, [f"{n}_i" for n in STEIN_NAMES])
@@ -133,7 +133,9 @@ def test_joint_logp_with_pd_block_uses_the_subjects_own_kinetics(trial):
 
 
 def test_exposures_match_the_stein_formula(trial):
-    joint = JointModel(CellularKinetics(), {"pfs": WeibullTTE(predictors=["Cmax", "AUC0_90"])})
+    joint = JointModel(
+        CellularKinetics(variant="stein"), {"pfs": WeibullTTE(predictors=["Cmax", "AUC0_90"])}
+    )
     data = {"kinetics": trial["kinetics"], "pfs": trial["pfs"]}
     model = joint.build_model(data)
     point = _point(model, seed=2)
@@ -156,7 +158,8 @@ def test_exposures_match_the_stein_formula(trial):
 
 def test_block_variables_are_prefixed_and_subjects_may_be_missing(trial):
     joint = JointModel(
-        CellularKinetics(), {"bor": BestResponse(predictors=["Cmax"]), "mrd": MRDNegativity()}
+        CellularKinetics(variant="stein"),
+        {"bor": BestResponse(predictors=["Cmax"]), "mrd": MRDNegativity()},
     )
     mrd = trial["bor"][["ID"]].iloc[:3].assign(MRDNEG=[1, 0, 1])
     model = joint.build_model({"kinetics": trial["kinetics"], "bor": trial["bor"], "mrd": mrd})
@@ -168,14 +171,16 @@ def test_block_variables_are_prefixed_and_subjects_may_be_missing(trial):
 
 
 def test_endpoint_subject_without_kinetics_raises(trial):
-    joint = JointModel(CellularKinetics(), {"bor": BestResponse(predictors=["Cmax"])})
+    joint = JointModel(
+        CellularKinetics(variant="stein"), {"bor": BestResponse(predictors=["Cmax"])}
+    )
     extra = pd.concat([trial["bor"], pd.DataFrame({"ID": [999], "BOR": ["CR"], "ARM": ["20mg"]})])
     with pytest.raises(DataError, match=r"999.*no cellular kinetics"):
         joint.prepare({"kinetics": trial["kinetics"], "bor": extra})
 
 
 def test_pd_subject_without_kinetics_raises(trial):
-    joint = JointModel(CellularKinetics(), {"il6": CytokinePD("IL6")})
+    joint = JointModel(CellularKinetics(variant="stein"), {"il6": CytokinePD("IL6")})
     il6 = trial["il6"].copy()
     il6.loc[il6["ID"] == il6["ID"].iloc[0], "ID"] = 777
     with pytest.raises(DataError, match="777"):
@@ -193,11 +198,11 @@ def test_pd_subject_without_kinetics_raises(trial):
 )
 def test_bad_configuration_raises(blocks, match):
     with pytest.raises(OptionError, match=match):
-        JointModel(CellularKinetics(), blocks)
+        JointModel(CellularKinetics(variant="stein"), blocks)
 
 
 def test_bad_data_mapping_raises(trial):
-    joint = JointModel(CellularKinetics(), {"mrd": MRDNegativity()})
+    joint = JointModel(CellularKinetics(variant="stein"), {"mrd": MRDNegativity()})
     with pytest.raises(OptionError, match="lacks"):
         joint.prepare({"kinetics": trial["kinetics"]})
     with pytest.raises(OptionError, match="unknown blocks"):
@@ -210,7 +215,7 @@ def test_simulate_gives_a_virtual_trial_driven_by_true_exposures():
     from scipy.stats import spearmanr
 
     joint = JointModel(
-        CellularKinetics(),
+        CellularKinetics(variant="stein"),
         {
             "il6": CytokinePD("IL6"),
             "bor": BestResponse(predictors=["Cmax", "C(ARM)"]),
@@ -251,7 +256,7 @@ def test_joint_recovery_of_exposure_response():
     """40 subjects: CAR-T kinetics, ordinal best response and Weibull PFS on the
     subject's model-based Cmax; the true slopes are in their 90% intervals."""
     schedule = (1, 3, 5, 7, 9, 11, 14, 17, 21, 28, 35, 42, 56, 90, 180, 365)
-    ck = CellularKinetics()
+    ck = CellularKinetics(variant="stein")
     kin, truth = ck.simulate(40, times=schedule, lloq=100.0, seed=8, return_truth=True)
     subjects = pd.DataFrame({"ID": truth["ID"], "Cmax": truth["true_Cmax"]})
     ref = float(np.median(truth["true_Cmax"]))
@@ -262,7 +267,7 @@ def test_joint_recovery_of_exposure_response():
         subjects, shape=1.2, scale=300.0, effects={"Cmax": np.log(TRUE_HR)}, followup=730.0, seed=9
     )
     joint = JointModel(
-        CellularKinetics(),
+        CellularKinetics(variant="stein"),
         {
             "bor": BestResponse(predictors=[{"column": "Cmax", "reference": ref}]),
             "pfs": WeibullTTE(predictors=[{"column": "Cmax", "reference": ref}]),
