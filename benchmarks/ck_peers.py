@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import math
 import os
 import shutil
@@ -142,6 +141,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--check-target", action="store_true", help="exit 2 when a target is not met"
     )
+    parser.add_argument(
+        "--variant",
+        choices=("smooth", "stein"),
+        help="CellularKinetics(variant=...) for all three (default: pkpd's default)",
+    )
+    parser.add_argument(
+        "--default-memory-gb",
+        type=float,
+        help="address-space limit of the process that runs pkpd's default fit (GB; default "
+        "half the machine's memory)",
+    )
+    # internal: the default fit runs in a child process of this script
+    parser.add_argument("--child-default-fit", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     q = args.quick
     args.seeds = [int(s) for s in (args.seeds or ("1" if q else "1,2,3")).split(",") if s.strip()]
@@ -158,13 +171,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # ---- the model, as data for the peers ----------------------------------------------------
+def make_model(variant: str | None):
+    """``CellularKinetics()`` (pkpd's default variant) or ``CellularKinetics(variant=...)``."""
+    from pkpd.models import CellularKinetics
+
+    return CellularKinetics() if variant is None else CellularKinetics(variant=variant)
+
+
 def peer_spec(model, d) -> dict:
     """The arrays and prior constants that define the statistical model of ``model`` on ``d``.
 
     Refuses (SystemExit with the reason) a model or data set the peers do not cover: they
-    are written for the default ``CellularKinetics()`` (Stein profile, no lag, no dose
-    effect, no covariates, independent non-centred BSV on every parameter, proportional
-    error), one sampling matrix and one infusion per subject.
+    are written for ``CellularKinetics()`` with the Stein profile or the smooth one of a
+    fixed width, no lag, no dose effect, no covariates, independent non-centred BSV on
+    every parameter and proportional error; one sampling matrix and one infusion per
+    subject.
     """
     params = model.structural_parameters()
     problems = []
@@ -172,8 +193,10 @@ def peer_spec(model, d) -> dict:
         problems.append(f"structural parameters {[p.name for p in params]}")
     if list(model.bsv) != list(NAMES) or model.correlated or model.centered:
         problems.append("BSV other than independent non-centred on every parameter")
-    if model.covariates or model.lag or model.dose_effect or model.variant != "stein":
-        problems.append("covariates, lag, dose effect or the smooth variant")
+    if model.covariates or model.lag or model.dose_effect:
+        problems.append("covariates, lag or dose effect")
+    if model.variant not in ("stein", "smooth") or model.transition_width is None:
+        problems.append(f"variant {model.variant!r} with an estimated transition width")
     if model.residual.kind != "proportional":
         problems.append(f"residual error {model.residual.kind!r}")
     if len(d.matrices) != 1:
@@ -195,6 +218,9 @@ def peer_spec(model, d) -> dict:
     tau = d.obs_time - d.arrays["dose_time"][1][d.obs_subject, 0]
     quant, blq = ~d.obs_blq, d.obs_blq
     return {
+        "variant": model.variant,
+        "width": float(model.transition_width) if model.variant == "smooth" else 0.0,
+        "target_accept": float(model.default_target_accept),
         "n_subjects": int(d.n_subjects),
         "subjects": [str(s) for s in d.subjects],
         "prior_mean": np.array([model.priors[p].latent_mean for p in NAMES]),
@@ -223,7 +249,10 @@ def reference_logp(spec: dict, point: dict) -> float:
     sigma add the log-Jacobian of ``exp`` (their logarithm). The structural model is
     Stein's profile on the natural scale:
     ``C = Cmax/foldx exp(ln(foldx) tau/Tmax)`` before Tmax, ``Cmax((1-FB)exp(-alpha u)
-    + FB exp(-beta u))`` with ``u = tau - Tmax`` after it.
+    + FB exp(-beta u))`` with ``u = tau - Tmax`` after it; or the smooth profile of width
+    ``w`` (log scale, where the natural one overflows): ``ln C = -w ln(exp(-G/w) +
+    exp(-K/w))``, ``G = ln(Cmax/foldx) + w ln(1 + exp(ln(foldx) tau / (Tmax w)))``,
+    ``K = ln Cmax + ln((1-FB)exp(-alpha u) + FB exp(-beta u))`` at every ``tau``.
     """
     from scipy import stats
     from scipy.special import expit
@@ -243,6 +272,15 @@ def reference_logp(spec: dict, point: dict) -> float:
     def log_c(subj, tau):
         i = subj
         u = tau - tmax[i]
+        if spec["variant"] == "smooth":
+            w = spec["width"]
+            g = np.log(cmax[i] / foldx[i]) + w * np.logaddexp(
+                0, np.log(foldx[i]) * tau / tmax[i] / w
+            )
+            k = np.log(cmax[i]) + np.log(
+                (1 - fb[i]) * np.exp(-alpha[i] * u) + fb[i] * np.exp(-beta[i] * u)
+            )
+            return -w * np.logaddexp(-g / w, -k / w)
         before = cmax[i] / foldx[i] * np.exp(np.log(foldx[i]) * np.minimum(tau, tmax[i]) / tmax[i])
         after = cmax[i] * ((1 - fb[i]) * np.exp(-alpha[i] * u) + fb[i] * np.exp(-beta[i] * u))
         return np.log(np.where(tau < tmax[i], before, after))
@@ -383,16 +421,15 @@ def pkpd_cache(warm: bool):
                 os.environ["PKPD_CACHE_DIR"] = old
 
 
-def run_pkpd(data, spec, *, seed, warm, **fit_kwargs) -> dict:
-    """Time ``CellularKinetics().fit(data, random_seed=seed, **fit_kwargs)``."""
-    from pkpd.models import CellularKinetics
+def run_pkpd(data, variant, *, seed, warm, **fit_kwargs) -> dict:
+    """Time ``make_model(variant).fit(data, random_seed=seed, **fit_kwargs)``."""
     from pkpd.models._diagnostics import ConvergenceWarning
 
     load_start = load()
     with pkpd_cache(warm), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         t0 = time.perf_counter()
-        fit = CellularKinetics().fit(data, random_seed=seed, **fit_kwargs)
+        fit = make_model(variant).fit(data, random_seed=seed, **fit_kwargs)
         wall = time.perf_counter() - t0
     post = fit.datatree["posterior"].to_dataset()
     stats = fit.datatree["sample_stats"].to_dataset()
@@ -416,11 +453,77 @@ def run_pkpd(data, spec, *, seed, warm, **fit_kwargs) -> dict:
     return add_rates(res)
 
 
+def default_memory_limit(args) -> int:
+    """Bytes of address space for the default fit's process (half the RAM by default)."""
+    if args.default_memory_gb:
+        return int(args.default_memory_gb * 1e9)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+
+
+def run_pkpd_default(seed: int, args) -> dict:
+    """pkpd's default ``fit(data, random_seed=seed)`` in a child process of this script.
+
+    The default fit samples until converged within its budget and keeps every draw; on
+    this machine a non-converging run once grew past 23 GB and was killed by the
+    kernel's OOM killer, taking the benchmark with it. In a child with a limited address
+    space such a run fails alone (MemoryError, or killed) and is reported as failed.
+    """
+    import json
+
+    limit = default_memory_limit(args)
+    with tempfile.TemporaryDirectory(prefix="pkpd_peers_default_") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child-default-fit", str(seed),
+               "--child-out", str(out), "--default-memory-gb", str(limit / 1e9)]  # fmt: skip
+        if args.default_budget is not None:
+            cmd += ["--default-budget", str(args.default_budget)]
+        if args.warm_cache:
+            cmd.append("--warm-cache")
+        if args.variant:
+            cmd += ["--variant", args.variant]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        elapsed = time.perf_counter() - t0
+        if proc.returncode == 0 and out.exists():
+            res = json.loads(out.read_text())
+            res["memory_limit_bytes"] = limit
+            return res
+    tail = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+    why = (
+        f"killed by signal {-proc.returncode}"
+        if proc.returncode < 0
+        else f"exit status {proc.returncode}"
+    )
+    return {"failed": f"{why} after {elapsed:.0f} s (address space limit {limit / 1e9:.1f} GB)"
+            + (f": {tail}" if tail else "")}  # fmt: skip
+
+
+def child_default_fit(args) -> int:
+    """The child's part of :func:`run_pkpd_default`: fit, diagnose, write JSON."""
+    import resource
+
+    limit = default_memory_limit(args)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    seed = args.child_default_fit
+    data = make_model(args.variant).simulate(N_SUBJECTS, lloq=LLOQ, seed=seed)
+    kw = {} if args.default_budget is None else {"budget": args.default_budget}
+    res = run_pkpd(data, args.variant, seed=seed, warm=args.warm_cache, **kw)
+    res["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    write_json_atomic(res, args.child_out, ".ck_peers_child.")
+    return 0
+
+
 # ---- NumPyro -----------------------------------------------------------------------------
 def numpyro_available() -> str | None:
-    """None when NumPyro and JAX import, else the reason."""
-    if importlib.util.find_spec("numpyro") is None or importlib.util.find_spec("jax") is None:
-        return "numpyro/jax not installed (.venv/bin/python -m pip install numpyro jax)"
+    """None when NumPyro and JAX import, else the reason (JAX's backend is not started)."""
+    try:
+        import jax  # noqa: F401
+        import numpyro  # noqa: F401
+    except Exception as err:  # ImportError, or a broken install
+        return (
+            f"import numpyro failed ({type(err).__name__}: {err}); "
+            ".venv/bin/python -m pip install numpyro jax"
+        )
     return None
 
 
@@ -446,6 +549,14 @@ def numpyro_model_fn(spec: dict):
     def stein(subj, tau, lat):
         lcmax, ltmax, lfoldx, lalpha, lbeta, lfb = (lat[subj, k] for k in range(6))
         tmax = jnp.exp(ltmax)
+        if spec["variant"] == "smooth":
+            w = spec["width"]
+            grow = lcmax - lfoldx + w * jnp.logaddexp(0.0, lfoldx / tmax * tau / w)
+            u = tau - tmax
+            decline = lcmax + jnp.logaddexp(
+                log_sigmoid(-lfb) - jnp.exp(lalpha) * u, log_sigmoid(lfb) - jnp.exp(lbeta) * u
+            )
+            return -w * jnp.logaddexp(-grow / w, -decline / w)
         expansion = lcmax - lfoldx + lfoldx / tmax * jnp.clip(tau, 0.0, tmax)
         u = jnp.maximum(tau - tmax, 0.0)
         contraction = lcmax + jnp.logaddexp(
@@ -525,7 +636,7 @@ def run_numpyro(model, spec, starts, *, draws, tune, seed, method) -> dict:
 
     def mcmc(n_tune, n_draws):
         return MCMC(
-            NUTS(model, target_accept_prob=0.9, max_tree_depth=10),
+            NUTS(model, target_accept_prob=spec["target_accept"], max_tree_depth=10),
             num_warmup=n_tune,
             num_samples=n_draws,
             num_chains=chains,
@@ -603,18 +714,24 @@ def stan_program(new_arrays: bool) -> str:
         else ("int<lower=1, upper=S> {name}[{n}];")
     )
     int_arg = "array[] int" if new_arrays else "int[]"
-    return f"""// CellularKinetics() of pkpd (Stein 2019 profile, non-centred log-normal BSV,
-// logit-normal FB, log-normal residual error, BLQ records M3-censored), written for
-// benchmarks/ck_peers.py. Parameters in the order: mu, z, omega, sigma.
+    return f"""// CellularKinetics() of pkpd (Stein 2019 profile or its smooth version of width w,
+// non-centred log-normal BSV, logit-normal FB, log-normal residual error, BLQ records
+// M3-censored), written for benchmarks/ck_peers.py. Parameters: mu, z, omega, sigma.
 functions {{
-  vector stein_lnc(vector tau, {int_arg} s, matrix lat) {{
+  vector stein_lnc(vector tau, {int_arg} s, matrix lat, int smooth, real w) {{
     int n = rows(tau);
     vector[n] out;
     for (k in 1:n) {{
       int i = s[k];
       real t = tau[k];
       real tmax = exp(lat[i, 2]);
-      if (t < tmax) {{
+      if (smooth) {{
+        real u = t - tmax;
+        real grow = lat[i, 1] - lat[i, 3] + w * log1p_exp(lat[i, 3] / tmax * t / w);
+        real decline = lat[i, 1] + log_sum_exp(log1m_inv_logit(lat[i, 6]) - exp(lat[i, 4]) * u,
+                                               log_inv_logit(lat[i, 6]) - exp(lat[i, 5]) * u);
+        out[k] = -w * log_sum_exp(-grow / w, -decline / w);
+      }} else if (t < tmax) {{
         out[k] = lat[i, 1] - lat[i, 3] + lat[i, 3] / tmax * fmin(fmax(t, 0), tmax);
       }} else {{
         real u = t - tmax;
@@ -639,6 +756,8 @@ data {{
   vector<lower=0>[6] prior_sd;
   vector<lower=0>[6] omega_scale;
   real<lower=0> sigma_scale;
+  int<lower=0, upper=1> smooth;
+  real<lower=0> w;
 }}
 parameters {{
   vector[6] mu;
@@ -652,8 +771,8 @@ model {{
   to_vector(z) ~ std_normal();
   omega ~ normal(0, omega_scale);
   sigma ~ normal(0, sigma_scale);
-  ln_dv ~ normal(stein_lnc(tq, sq, lat), sigma);
-  target += normal_lcdf(ln_lloq | stein_lnc(tb, sb, lat), sigma);
+  ln_dv ~ normal(stein_lnc(tq, sq, lat, smooth, w), sigma);
+  target += normal_lcdf(ln_lloq | stein_lnc(tb, sb, lat, smooth, w), sigma);
 }}
 """
 
@@ -669,7 +788,7 @@ sm <- stan_model(file.path(dir, "ck.stan"), model_name = "ck_peers")
 t1 <- proc.time()[["elapsed"]]
 fit <- sampling(sm, data = stan_data, chains = n_chains, iter = n_tune + n_draws,
                 warmup = n_tune, init = stan_init, seed = stan_seed, cores = n_chains,
-                refresh = 0, control = list(adapt_delta = 0.9, max_treedepth = 10))
+                refresh = 0, control = list(adapt_delta = adapt_delta, max_treedepth = 10))
 t2 <- proc.time()[["elapsed"]]
 writeLines(sprintf("%.6f %.6f", t1 - t0, t2 - t1), file.path(dir, "times.txt"))
 a <- as.array(fit)
@@ -746,6 +865,8 @@ def run_stan(spec, starts, points, *, draws, tune, seed, new_arrays) -> dict:
             "prior_sd": spec["prior_sd"],
             "omega_scale": spec["omega_scale"],
             "sigma_scale": spec["sigma_scale"],
+            "smooth": int(spec["variant"] == "smooth"),
+            "w": spec["width"],
         }
         setup = [
             "stan_data <- list("
@@ -759,6 +880,7 @@ def run_stan(spec, starts, points, *, draws, tune, seed, new_arrays) -> dict:
             f"n_tune <- {tune}L",
             f"n_draws <- {draws}L",
             f"stan_seed <- {seed}L",
+            f"adapt_delta <- {spec['target_accept']:.17g}",
         ]
         (tmp / "setup.R").write_text("\n".join(setup) + "\n")
         load_start = load()
@@ -962,12 +1084,11 @@ def print_check(check: list[dict], n_points: int) -> None:
 
 # ---- main --------------------------------------------------------------------------------
 def one_seed(seed: int, args, avail: dict, state: dict) -> dict:
-    from pkpd.models import CellularKinetics
-
-    model = CellularKinetics()
+    model = make_model(args.variant)
     data = model.simulate(N_SUBJECTS, lloq=LLOQ, seed=seed)
     d = model.prepare(data)
     spec = peer_spec(model, d)
+    state.update(variant=spec["variant"], width=spec["width"], target_accept=spec["target_accept"])
     pm_model = model.build_model(d)
     points = check_points(pm_model, spec, seed)
     starts = start_points(pm_model, args.chains, seed)
@@ -978,6 +1099,7 @@ def one_seed(seed: int, args, avail: dict, state: dict) -> dict:
     ref_lp = [reference_logp(spec, p) for p in points]
     check = [compare("numpy/scipy reference", pk_lp, ref_lp)]
     runs: dict = {}
+    failed: dict = {}
     numpyro_model = None
     if avail["numpyro"] is None:
         numpyro_model = numpyro_model_fn(spec)
@@ -987,18 +1109,22 @@ def one_seed(seed: int, args, avail: dict, state: dict) -> dict:
     if "pkpd" in args.samplers:
         log(f"... pkpd fit: {args.chains} x {args.draws} after {args.tune} (load {load():.2f})")
         runs["pkpd"] = run_pkpd(
-            data, spec, seed=seed, warm=args.warm_cache,
+            data, args.variant, seed=seed, warm=args.warm_cache,
             draws=args.draws, tune=args.tune, chains=args.chains,
         )  # fmt: skip
         runs["pkpd"]["label"] = f"pkpd {args.chains}x{args.draws}"
         log(f"    {runs['pkpd']['wall_s']:.1f} s wall")
     if "pkpd-default" in args.samplers:
-        kw = {} if args.default_budget is None else {"budget": args.default_budget}
-        log(f"... pkpd fit with defaults {kw or ''} (load {load():.2f})")
-        runs["pkpd_default"] = run_pkpd(data, spec, seed=seed, warm=args.warm_cache, **kw)
-        r = runs["pkpd_default"]
-        r["label"] = f"pkpd default ({r['stopped']})"
-        log(f"    {r['wall_s']:.1f} s wall, {r['draws']} draws, stopped: {r['stopped']}")
+        budget = "" if args.default_budget is None else f", budget {args.default_budget:g} s"
+        log(f"... pkpd fit with defaults{budget}, in a child process (load {load():.2f})")
+        r = run_pkpd_default(seed, args)
+        if "failed" in r:
+            failed["pkpd_default"] = r["failed"]
+            log(f"    failed: {r['failed']}")
+        else:
+            r["label"] = f"pkpd default ({r['stopped']})"
+            runs["pkpd_default"] = r
+            log(f"    {r['wall_s']:.1f} s wall, {r['draws']} draws, stopped: {r['stopped']}")
     if numpyro_model is not None and "numpyro" in args.samplers:
         methods = (
             ["parallel", "vectorized"]
@@ -1031,6 +1157,7 @@ def one_seed(seed: int, args, avail: dict, state: dict) -> dict:
             )  # fmt: skip
         except RuntimeError as err:
             log(f"    Stan run failed: {err}")
+            failed["stan"] = str(err).splitlines()[0]
             r = None
         if r is not None:
             r["label"] = "Stan"
@@ -1053,14 +1180,18 @@ def one_seed(seed: int, args, avail: dict, state: dict) -> dict:
         "check": check,
         "n_check_points": len(points),
         "runs": runs,
+        "failed": failed,
         "targets": seed_targets(runs),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.child_default_fit is not None:
+        return child_default_fit(args)
     avail = {"numpyro": numpyro_available(), "stan": None}
-    state: dict = {"numpyro_method": None, "stan_new_arrays": True, "rstan": None}
+    state: dict = {"numpyro_method": None, "stan_new_arrays": True, "rstan": None,
+                   "variant": None, "width": None, "target_accept": None}  # fmt: skip
     if args.numpyro_chain_method != "auto":
         state["numpyro_method"] = args.numpyro_chain_method
     if avail["numpyro"] is None:
@@ -1103,6 +1234,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{env['cpu_count']} cores (per run in the tables); {time.perf_counter() - t_start:.0f} "
         "s in all"
     )
+    profile = (
+        f"smooth profile, fixed width w = {state['width']:g}"
+        if state["variant"] == "smooth"
+        else "Stein's piecewise profile"
+    )
+    print(
+        f"model: CellularKinetics(variant={state['variant']!r}) ({profile}), default priors; "
+        f"{args.chains} chains x {args.draws} draws after {args.tune} warm-up, target "
+        f"acceptance {state['target_accept']:g}, max tree depth 10, for every sampler"
+    )
     for k in ("numpyro", "stan"):
         if avail[k] is not None:
             print(f"skipped {k}: {avail[k]}")
@@ -1122,7 +1263,14 @@ def main(argv: list[str] | None = None) -> int:
         if res["runs"]:
             print(table(res["runs"]))
             print()
+        for name, why in res["failed"].items():
+            print(f"{name}: FAILED: {why}")
         for r in res["runs"].values():
+            if r.get("peak_rss_bytes"):
+                print(
+                    f"{r['label']}: peak memory {r['peak_rss_bytes'] / 1e9:.2f} GB (its own "
+                    f"process, address space limited to {r['memory_limit_bytes'] / 1e9:.1f} GB)"
+                )
             if r.get("convergence_warning"):
                 print(f"{r['label']}: ConvergenceWarning: {r['convergence_warning'][0]}")
         for t in res["targets"]:
@@ -1170,7 +1318,9 @@ def main(argv: list[str] | None = None) -> int:
                 "quick": args.quick,
                 "settings": {
                     "chains": args.chains, "draws": args.draws, "tune": args.tune,
-                    "target_accept": 0.9, "numpyro_chain_method": state["numpyro_method"],
+                    "variant": state["variant"], "transition_width": state["width"],
+                    "target_accept": state["target_accept"],
+                    "numpyro_chain_method": state["numpyro_method"],
                     "numpyro_choice": state.get("numpyro_choice"),
                     "warm_cache": args.warm_cache, "default_budget": args.default_budget,
                 },
