@@ -262,7 +262,12 @@ def warn_if_failed(
         lines.extend("    " + ln for ln in where.splitlines())
     info = info or {}
     stopped = info.get("stopped")
-    if stopped == "budget":
+    if stopped == "max_draws":
+        advice = (
+            "The run used all the draws its memory cap allows without converging: look at "
+            "the subjects above (a second mode, a sparse design) or simplify the model."
+        )
+    elif stopped == "budget":
         advice = (
             f"The time budget ({info.get('budget_s', float('nan')):.0f} s) ended first: raise "
             "budget=, or look at the subjects above (a sparse design or a second mode)."

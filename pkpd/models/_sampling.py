@@ -53,8 +53,11 @@ FIXED_DRAWS = 1000
 #: first look at the draws (per chain), and the growth factor between looks
 FIRST_CHECK = 200
 CHECK_GROWTH = 1.3
-#: the stored draws of one run stay below this many bytes (posterior, all chains)
-MAX_TRACE_BYTES = 2e9
+#: an open-ended run stores at most this many bytes of posterior draws (all chains):
+#: inspecting, checking and converting copy the trace several times, and a 2 GB cap let
+#: a non-converging 40-subject fit grow past 23 GB; 250 MB is ~8,700 draws per chain
+#: of a 40-subject CellularKinetics posterior (4 chains)
+MAX_TRACE_BYTES = 2.5e8
 MAX_DRAWS = 200_000
 
 _UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
@@ -285,6 +288,7 @@ def run_nutpie(
     has one ``draw`` dimension without padding.
 
     ``run`` reports ``stopped`` (``"converged"``, ``"draws"``, ``"budget"``,
+    ``"max_draws"``: an open-ended run that filled :data:`MAX_TRACE_BYTES` unconverged,
     ``"interrupted"``), ``budget_s`` and ``checks``.
     """
     import nutpie
@@ -339,6 +343,8 @@ def run_nutpie(
     tree = _common_length(tree, keep)
     if stopped == "draws" and tree["posterior"].sizes.get("draw", 0) < n_run:
         stopped = "interrupted"  # nutpie's own Ctrl-C handling ended the chains early
+    elif stopped == "draws" and adaptive:
+        stopped = "max_draws"  # an open-ended run used all the draws memory allows
     if stopped == "interrupted":
         warnings.warn(
             "Sampling interrupted (Ctrl-C): the draws so far are kept; the fit is marked "

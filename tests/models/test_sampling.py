@@ -139,3 +139,15 @@ def test_population_fit_reports_how_sampling_ended(sim_data):
     unmixed = fit.unmixed()
     assert {"median_chain0", "median_chain1", "subject"} <= set(unmixed.columns)
     assert len(unmixed) > 0
+
+
+def test_open_ended_run_is_capped_by_memory_and_says_so(monkeypatch):
+    import nutpie
+
+    import pkpd.models._sampling as sampling
+
+    monkeypatch.setattr(sampling, "MAX_TRACE_BYTES", 1.0)  # the floor: 800 draws per chain
+    compiled = nutpie.compile_pymc_model(_bimodal_model())
+    tree, run = run_nutpie(compiled, draws=None, tune=50, chains=4, seed=3, budget_s=120)
+    assert run["stopped"] == "max_draws"
+    assert tree["posterior"].sizes["draw"] == 4 * sampling.FIRST_CHECK
