@@ -265,6 +265,14 @@ class CellularKinetics(PopulationModel):
     def _estimated_width(self) -> bool:
         return getattr(self, "variant", "stein") == "smooth" and self.transition_width is None
 
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from :meth:`config`; a config saved before the smooth variant existed
+        (no ``variant`` key) is Stein's model, whatever the current default."""
+        config = dict(config)
+        config.setdefault("variant", "stein")
+        return super().from_config(config)
+
     def config(self) -> dict:
         return {
             **super().config(),

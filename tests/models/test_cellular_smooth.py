@@ -58,8 +58,8 @@ def test_variant_and_width_validation():
         with pytest.raises(OptionError, match="transition_width"):
             CellularKinetics(variant="smooth", transition_width=bad)
     with pytest.raises(OptionError, match="needs variant='smooth'"):
-        CellularKinetics(transition_width=None)
-    assert CellularKinetics().variant == "stein"  # the default stays Stein's
+        CellularKinetics(variant="stein", transition_width=None)
+    assert CellularKinetics().variant == "smooth"  # the default, chosen by evidence
     model = CellularKinetics(variant="smooth")
     assert model.transition_width == DEFAULT_TRANSITION_WIDTH
     assert "transition_width" not in model.priors  # fixed: no prior

@@ -197,7 +197,7 @@ N = 6
 @pytest.fixture(scope="module")
 def chain_trial():
     joint = JointModel(
-        CellularKinetics(),
+        CellularKinetics(variant="stein"),
         {"il6": CytokinePD("IL6"), "crp": CytokinePD("CRP", driver_unit="pg/mL")},
         drivers={"crp": "il6"},
     )
@@ -261,7 +261,7 @@ def test_joint_logp_is_the_sum_of_the_standalone_chain(chain_trial):
     model = joint.build_model(data)
     point = _point(model, seed=1)
     total = model.compile_logp()(point)
-    ck_model = CellularKinetics().build_model(data["kinetics"])
+    ck_model = CellularKinetics(variant="stein").build_model(data["kinetics"])
     ck_logp = ck_model.compile_logp()({k: point[k] for k in ck_model.initial_point()})
     jd = joint.prepare(data)
     theta = _values(model, point, [f"{n}_i" for n in STEIN_COLUMNS])
@@ -292,7 +292,7 @@ def test_joint_logp_is_the_sum_of_the_standalone_chain(chain_trial):
 
 
 def test_joint_driver_errors(chain_trial):
-    ck = CellularKinetics()
+    ck = CellularKinetics(variant="stein")
     il6, crp = CytokinePD("IL6"), CytokinePD("CRP", driver_unit="pg/mL")
     with pytest.raises(OptionError, match="unknown block 'crpp'"):
         JointModel(ck, {"il6": il6, "crp": crp}, drivers={"crpp": "il6"})
@@ -352,7 +352,7 @@ def test_sequential_driver_errors():
 
 def test_marker_driver_from_a_kinetics_fit_is_refused(chain_trial):
     _, data, _, _ = chain_trial
-    ck = CellularKinetics()
+    ck = CellularKinetics(variant="stein")
     fit = PopulationFit(ck, ck.prepare(data["kinetics"]), xr.DataTree(), {})
     with pytest.raises(OptionError, match="needs a turnover marker model"):
         MarkerDriver.from_fit(fit)

@@ -69,11 +69,15 @@ def test_until_converged_stops_at_the_first_look_that_passes():
     assert mixing_ok(tree)
 
 
-def test_budget_ends_a_run_that_cannot_mix_and_names_the_variable():
+def test_budget_ends_a_run_that_cannot_mix_and_names_the_variable(monkeypatch):
     import nutpie
 
+    import pkpd.models._sampling as sampling
+
+    # room for far more draws than 3 s give (this 1-D model samples ~50,000 draws/s)
+    monkeypatch.setattr(sampling, "MAX_DRAWS", 50_000_000)
     compiled = nutpie.compile_pymc_model(_bimodal_model())
-    tree, run = run_nutpie(compiled, draws=None, tune=100, chains=4, seed=3, budget_s=4.0)
+    tree, run = run_nutpie(compiled, draws=None, tune=100, chains=4, seed=3, budget_s=3.0)
     assert run["stopped"] == "budget"
     table = unmixed_table(tree)
     row = table.set_index("element").loc["x"]
