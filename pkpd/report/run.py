@@ -270,6 +270,21 @@ def run_study(
     return RunResult(Path(out), files, not failed, failed, time.perf_counter() - progress.t0)
 
 
+def convergence_failure_line(name: str, table: pd.DataFrame) -> str:
+    """One report line naming every failed criterion of a fit's convergence table
+    (numbers to 3 significant digits; text values, such as how sampling ended, as they
+    are)."""
+
+    def fmt(v, spec):
+        return format(v, spec) if isinstance(v, int | float | np.number) else str(v)
+
+    bad = table[~table["ok"]]
+    return f"fit {name!r} FAILED the convergence checks: " + "; ".join(
+        f"{r.criterion} {fmt(r.value, '.3g')} (threshold {fmt(r.threshold, 'g')}; {r.detail})"
+        for r in bad.itertuples()
+    )
+
+
 def _check_output_folder(out: Path, force: bool) -> None:
     """Refuse to replace anything but a previous pkpd output (or an empty folder)."""
     if not out.exists():
@@ -608,15 +623,7 @@ def _write_report(res: dict, prov: dict, trial: VirtualTrial, root: Path) -> Non
     if failed:
         lines = []
         for n in failed:
-            c = res["fits"][n].convergence
-            bad = c[~c["ok"]]
-            lines.append(
-                f"fit {n!r} FAILED the convergence checks: "
-                + "; ".join(
-                    f"{r.criterion} {r.value:.3g} (threshold {r.threshold:g})"
-                    for r in bad.itertuples()
-                )
-            )
+            lines.append(convergence_failure_line(n, res["fits"][n].convergence))
         rep.warning(lines)
     elif res["fits"]:
         rep.ok("Every fit passed the convergence checks.")

@@ -297,3 +297,21 @@ def test_hrqol_item_responses_are_scored_and_summarised(tmp_path):
     html = (out / "report.html").read_text()
     assert "EORTC QLQC30 scale scores" in html
     assert "HRQoL (EORTC QLQ-C30) (looked for" not in html
+
+
+def test_failed_fit_line_names_numeric_and_text_criteria():
+    from pkpd.report.run import convergence_failure_line
+
+    table = pd.DataFrame(
+        [
+            ("divergences", 0, 0, True, "0 of 4000 transitions"),
+            ("r_hat max", 1.23456, 1.01, False, "Tmax_i[25]"),
+            ("sampling ended", "budget", "converged or draws", False, "budget after 812 draws"),
+        ],
+        columns=["criterion", "value", "threshold", "ok", "detail"],
+    )
+    line = convergence_failure_line("ck", table)
+    assert line.startswith("fit 'ck' FAILED the convergence checks: ")
+    assert "r_hat max 1.23 (threshold 1.01; Tmax_i[25])" in line
+    assert "sampling ended budget (threshold converged or draws; budget after 812 draws)" in line
+    assert "divergences" not in line
