@@ -444,7 +444,11 @@ def run_pkpd(data, variant, *, seed, warm, **fit_kwargs) -> dict:
         "sample_s": float(fit.info["sample_s"]),
         "load_start": load_start,
         "convergence_warning": [
-            " ".join(str(w.message).splitlines()[:4])
+            "; ".join(
+                ln.strip()
+                for ln in str(w.message).splitlines()
+                if ln.lstrip().startswith("- ") or "did not converge" in ln
+            )
             for w in caught
             if issubclass(w.category, ConvergenceWarning)
         ],
