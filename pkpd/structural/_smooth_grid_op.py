@@ -300,17 +300,6 @@ def __getattr__(name):
 # --------------------------------------------------------------------------------------
 
 
-def _float64(x):
-    """A float64 PyTensor variable; Python numbers become float64 constants (never a
-    float32 constant, which PyTensor makes of float32-exact Python floats)."""
-    import pytensor.tensor as pt
-    from pytensor.graph.basic import Variable
-
-    if isinstance(x, Variable):
-        return x if x.dtype == "float64" else pt.cast(x, "float64")
-    return pt.as_tensor_variable(np.asarray(x, dtype=np.float64))
-
-
 def ck_smooth_log_conc_grid(
     times, dose_times, active, log_weights, cmax, tmax, foldx, alpha, beta, fb, lag=0.0, *, width
 ):
@@ -343,35 +332,8 @@ def ck_smooth_log_conc_grid(
     TensorVariable
         :math:`\ln C`, float64 of shape ``(n, N)``.
     """
-    import pytensor.tensor as pt
+    from pkpd.structural._stein_grid_op import grid_inputs
 
-    times = np.ascontiguousarray(times, dtype=np.float64)
-    dose_times = np.ascontiguousarray(dose_times, dtype=np.float64)
-    active = np.asarray(active, dtype=bool)
-    if times.ndim != 2:
-        raise ValueError(f"times must be (n, N); got shape {times.shape}")
-    n = times.shape[0]
-    if dose_times.ndim != 2 or dose_times.shape[0] != n or active.shape != dose_times.shape:
-        raise ValueError(
-            f"dose_times and active must be (n, K) with n = {n}; got {dose_times.shape} "
-            f"and {active.shape}"
-        )
-    lw = _float64(log_weights)
-    if lw.type.shape != dose_times.shape:
-        lw = pt.broadcast_to(lw, dose_times.shape)
-    params = []
-    for p in (cmax, tmax, foldx, alpha, beta, fb, lag, width):
-        p = _float64(p)
-        if p.ndim > 1:
-            p = p.reshape((-1,))
-        if p.type.shape != (n,):
-            p = pt.broadcast_to(p, (n,))
-        params.append(p)
-    log_c, _ = _op_class()()(
-        pt.constant(times),
-        pt.constant(dose_times),
-        pt.constant(active.astype(np.int8)),
-        lw,
-        *params,
-    )
+    params = (cmax, tmax, foldx, alpha, beta, fb, lag, width)
+    log_c, _ = _op_class()()(*grid_inputs(times, dose_times, active, log_weights, params))
     return log_c

@@ -572,6 +572,26 @@ def ck_log_conc_grid(
     TensorVariable
         :math:`\ln C`, float64 of shape ``(n, N)``.
     """
+
+    inputs = grid_inputs(
+        times, dose_times, active, log_weights, (cmax, tmax, foldx, alpha, beta, fb, lag)
+    )
+    op = _op_classes()[0]()
+    log_c, _ = op(*inputs)
+    return log_c
+
+
+def grid_inputs(times, dose_times, active, log_weights, params) -> list:
+    """The inputs of a fused CAR-profile grid Op (this module's and
+    :mod:`pkpd.structural._smooth_grid_op`'s): constant ``times`` ``(n, N)``, dose times
+    and active flags ``(n, K)``, float64 log weights broadcast to ``(n, K)`` and every
+    parameter as a float64 ``(n,)`` tensor.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not form an ``(n, N)`` grid with ``(n, K)`` doses.
+    """
     import pytensor.tensor as pt
 
     times = np.ascontiguousarray(times, dtype=np.float64)
@@ -588,20 +608,18 @@ def ck_log_conc_grid(
     lw = _float64(log_weights)
     if lw.type.shape != dose_times.shape:
         lw = pt.broadcast_to(lw, dose_times.shape)
-    params = []
-    for p in (cmax, tmax, foldx, alpha, beta, fb, lag):
+    out = []
+    for p in params:
         p = _float64(p)
         if p.ndim > 1:
             p = p.reshape((-1,))
         if p.type.shape != (n,):
             p = pt.broadcast_to(p, (n,))
-        params.append(p)
-    op = _op_classes()[0]()
-    log_c, _ = op(
+        out.append(p)
+    return [
         pt.constant(times),
         pt.constant(dose_times),
         pt.constant(active.astype(np.int8)),
         lw,
-        *params,
-    )
-    return log_c
+        *out,
+    ]
