@@ -57,13 +57,18 @@ def test_draws_must_be_a_positive_count(draws):
 
 
 def test_until_converged_stops_at_the_first_look_that_passes():
+    import pkpd.models._sampling as sampling
+
     tree, timing = sample(_normal_model(), sampler="nutpie", draws=None, tune=200, chains=4,
                           random_seed=1, cores=None, target_accept=0.8, progress=False,
                           budget=120)  # fmt: skip
     assert timing["stopped"] == "converged"
     n = tree["posterior"].sizes["draw"]
-    # stopped long before the run's capacity, at a checked length, without NaN padding
-    assert 200 <= n < 20_000
+    # stopped at a checked length, long before the run's capacity (MAX_DRAWS), without NaN
+    # padding. This 3-D model samples ~50,000 draws/s per chain, so the first look (after
+    # the first 0.25 s poll) already sees thousands of draws; how many depends on the
+    # machine's speed, and all of them are kept.
+    assert 200 <= n < sampling.MAX_DRAWS // 2
     assert not np.isnan(tree["posterior"]["x"].values).any()
     assert tree["sample_stats"].sizes["draw"] == n
     assert mixing_ok(tree)
