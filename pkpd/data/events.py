@@ -224,7 +224,17 @@ def expand_doses(
             "_row": doses[position_col].to_numpy()[idx],
         }
     )
+    if _sorted_by_id_and_time(out["ID"].to_numpy(), out["TIME"].to_numpy()):
+        return out
     return out.sort_values(["ID", "TIME"], kind="stable").reset_index(drop=True)
+
+
+def _sorted_by_id_and_time(ids: np.ndarray, time: np.ndarray) -> bool:
+    """Whether numeric ``ids`` and ``time`` are already in (ID, TIME) order (False for text)."""
+    if ids.dtype.kind not in "iuf" or ids.size < 2:
+        return ids.size < 2
+    step = np.diff(ids)
+    return bool(((step > 0) | ((step == 0) & (np.diff(time) >= 0))).all())
 
 
 def _float_column(frame: pd.DataFrame, col: str | None, n: int, what, rows, ids) -> np.ndarray:

@@ -159,17 +159,15 @@ def prepare_event_table(
             )
         group_cols.append(extra)
 
-    n = len(data)
-    position = np.arange(n)
     ids = _subject_ids(data, id_col)
 
     mdv_flag = _mdv(data, roles, ids)
     evid = event_ids(data, roles, ids=ids, mdv=mdv_flag)
     is_obs = evid == OBSERVATION_EVID
-    is_dose = np.isin(evid, DOSE_EVIDS)
+    is_dose = (evid == DOSE_EVIDS[0]) | (evid == DOSE_EVIDS[1])
 
     time = time_values(data, time_col, unit=time_unit, ids=ids, dose=is_dose, id_col=id_col)
-    bad = np.isnan(time) | np.isinf(time)
+    bad = ~np.isfinite(time)
     if bad.any():
         pos = np.flatnonzero(bad)
         raise DataError(
@@ -177,7 +175,7 @@ def prepare_event_table(
             f"{describe_rows(pos, data.index[pos], ids[pos])}. Every record needs a finite time."
         )
 
-    doses = _doses(data, roles, is_dose, position, time, ids)
+    doses = _doses(data, roles, is_dose, time, ids)
     if require_doses and len(doses) == 0:
         raise DataError("The data hold no dose records (EVID 1/4 rows with AMT).")
 
@@ -194,12 +192,12 @@ def prepare_event_table(
             is_obs = is_obs & ~mdv_flag
 
     obs_pos = np.flatnonzero(is_obs)
-    obs = data.iloc[obs_pos] if len(obs_pos) < n else data
-    dv = _dv(obs, dv_col, ids[obs_pos], obs_pos, signed_dv)
-    blq, lloq, limit = _censoring(obs, roles, dv, ids[obs_pos], obs_pos, signed_dv)
-    otime = time[obs_pos]
+    obs = _Rows(data, obs_pos, ids)
+    dv = _dv(obs, dv_col, signed_dv)
+    blq, lloq, limit = _censoring(obs, roles, dv, signed_dv)
+    otime = obs.take(time)
 
-    if len(obs) == 0:
+    if len(obs_pos) == 0:
         raise DataError("The data hold no observation records (EVID 0 with MDV 0).")
     fast = _sorted_numeric_profiles(obs, group_cols, otime)
     if fast is not None:
@@ -208,7 +206,7 @@ def prepare_event_table(
             codes = np.repeat(np.arange(len(group_frame)), np.diff(offsets))
             _check_duplicates(codes, otime, obs_pos, data, group_frame, group_cols)
     else:
-        codes, group_frame = _group_codes(obs, group_cols)
+        codes, group_frame = _group_codes(obs.frame(group_cols), group_cols)
         order = _profile_order(codes, otime)
         if order is not None:
             codes, otime, dv, blq, obs_pos = (a[order] for a in (codes, otime, dv, blq, obs_pos))
@@ -237,6 +235,56 @@ def prepare_event_table(
         set_aside=aside,
         lloq=lloq,
         limit=limit,
+    )
+
+
+class _Rows:
+    """Some rows of the user's frame (the observations), read one column at a time.
+
+    Nothing is copied up front: a numeric column is gathered at ``pos`` when read, a
+    text column goes through the strict readers of :mod:`pkpd.data.values` on those
+    rows only, and messages name the rows by their position and label in the user's
+    frame and their subject.
+    """
+
+    def __init__(self, data: pd.DataFrame, pos: np.ndarray, ids: np.ndarray):
+        self.data = data
+        self.pos = pos
+        self.all_rows = len(pos) == len(data)
+        self.ids = self.take(ids)
+
+    def take(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (one per row of the user's frame) at these rows."""
+        return values if self.all_rows else values[self.pos]
+
+    def frame(self, cols: list[str]) -> pd.DataFrame:
+        """These rows of the columns ``cols``, index labels kept."""
+        return self.data[cols] if self.all_rows else self.data[cols].iloc[self.pos]
+
+    def numbers(self, col: str, what: str) -> np.ndarray:
+        """Column ``col`` as float64 (see :func:`pkpd.data.values.numeric_values`)."""
+        dtype = self.data[col].dtype
+        if _plain_numeric(dtype):
+            return self.take(self.data[col].to_numpy(dtype=float, na_value=np.nan))
+        return numeric_values(self.frame([col]), col, what, positions=self.pos, ids=self.ids)
+
+    def flags(self, col: str, what: str, codes=(0, 1)) -> np.ndarray:
+        """Column ``col`` read as a flag (see :func:`pkpd.data.values.flag_values`)."""
+        return flag_values(self.frame([col]), col, what, positions=self.pos, ids=self.ids,
+                           codes=codes)  # fmt: skip
+
+    def where(self, k: np.ndarray) -> str:
+        """The rows ``k`` (positions among these rows) for a message."""
+        pos = self.pos[k]
+        return describe_rows(pos, self.data.index[pos], self.ids[k])
+
+
+def _plain_numeric(dtype) -> bool:
+    """A numeric (not boolean, not categorical) dtype: read as it is, nothing to refuse."""
+    return (
+        pd.api.types.is_numeric_dtype(dtype)
+        and not pd.api.types.is_bool_dtype(dtype)
+        and not isinstance(dtype, pd.CategoricalDtype)
     )
 
 
@@ -309,7 +357,7 @@ def event_ids(
         ids = data[roles.id].to_numpy()
     if roles.evid is not None:
         evid = numeric_values(data, roles.evid, "EVID", ids=ids)
-        bad = ~np.isin(evid, (0, 1, 2, 3, 4))
+        bad = ~((evid >= 0) & (evid <= 4) & (evid == np.floor(evid)))  # NaN is bad too
         if bad.any():
             pos = np.flatnonzero(bad)
             raise DataError(
@@ -337,7 +385,7 @@ def _event_ids(data: pd.DataFrame, roles: Roles) -> np.ndarray:
     return event_ids(data, roles)
 
 
-def _doses(data: pd.DataFrame, roles: Roles, is_dose: np.ndarray, position, time, ids):
+def _doses(data: pd.DataFrame, roles: Roles, is_dose: np.ndarray, time, ids):
     if not is_dose.any():
         return pd.DataFrame(
             {"ID": [], "TIME": np.array([], float), "AMT": [], "DUR": [], "_row": []}
@@ -347,9 +395,11 @@ def _doses(data: pd.DataFrame, roles: Roles, is_dose: np.ndarray, position, time
             "The data have dose records (EVID 1/4) but no amount column. "
             "Add an AMT column or pass columns={'amt': ...}."
         )
-    recs = data.iloc[np.flatnonzero(is_dose)].copy()
-    recs["_row"] = position[is_dose]
-    recs["_time"] = time[is_dose]
+    pos = np.flatnonzero(is_dose)
+    used = [c for c in (roles.id, roles.amt, roles.addl, roles.ii, roles.rate, roles.dur) if c]
+    recs = data[list(dict.fromkeys(used))].iloc[pos].copy()
+    recs["_row"] = pos
+    recs["_time"] = time[pos]
     return expand_doses(
         recs,
         id_col=roles.id,
@@ -364,8 +414,8 @@ def _doses(data: pd.DataFrame, roles: Roles, is_dose: np.ndarray, position, time
     )
 
 
-def _dv(obs: pd.DataFrame, dv_col: str, ids, pos, signed: bool = False) -> np.ndarray:
-    dv = _numeric(obs, dv_col, "dependent variable", positions=pos, ids=ids)
+def _dv(obs: _Rows, dv_col: str, signed: bool = False) -> np.ndarray:
+    dv = obs.numbers(dv_col, "dependent variable")
     bad_inf = np.isinf(dv)
     bad_neg = np.zeros_like(bad_inf) if signed else dv < 0
     for mask, what in ((bad_inf, "infinite"), (bad_neg, "negative")):
@@ -373,7 +423,7 @@ def _dv(obs: pd.DataFrame, dv_col: str, ids, pos, signed: bool = False) -> np.nd
             k = np.flatnonzero(mask)
             raise DataError(
                 f"Column {dv_col!r} (DV) is {what} at "
-                f"{describe_rows(pos[k], obs.index[k], ids[k])}: values {dv[k][:5].tolist()}. "
+                f"{obs.where(k)}: values {dv[k][:5].tolist()}. "
                 "Concentrations must be finite and >= 0; report values below the LLOQ as 0 "
                 "or flag them with a BLQ column (a population model with "
                 "residual='additive' or 'combined' takes negative values as observed)."
@@ -381,7 +431,7 @@ def _dv(obs: pd.DataFrame, dv_col: str, ids, pos, signed: bool = False) -> np.nd
     return dv
 
 
-def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos, signed: bool = False):
+def _censoring(obs: _Rows, roles: Roles, dv, signed: bool = False):
     """BLQ flag, limit of quantification and other bound of every observation.
 
     One representation for the conventions of NONMEM M3 (``BLQ=1``, ``DV = LLOQ``),
@@ -399,10 +449,9 @@ def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos, signed: bool = Fal
     n = len(dv)
     blq = np.zeros(n, dtype=bool) if signed else dv == 0
     flag = None
-    where = lambda m: describe_rows(pos[m], obs.index[m], ids[m])  # noqa: E731
+    where = obs.where
     if roles.blq is not None:
-        codes = flag_values(obs, roles.blq, "BLQ/censoring flag", positions=pos, ids=ids,
-                            codes=(-1, 0, 1))  # fmt: skip
+        codes = obs.flags(roles.blq, "BLQ/censoring flag", codes=(-1, 0, 1))
         right = codes == -1
         if right.any():
             k = np.flatnonzero(right)
@@ -415,7 +464,7 @@ def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos, signed: bool = Fal
         blq = blq | flag
     lloq = None
     if roles.lloq is not None:
-        lloq = _numeric(obs, roles.lloq, "LLOQ", positions=pos, ids=ids)
+        lloq = obs.numbers(roles.lloq, "LLOQ")
         bad = (lloq < 0) | np.isinf(lloq)
         if bad.any():
             k = np.flatnonzero(bad)
@@ -449,7 +498,7 @@ def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos, signed: bool = Fal
         lloq = np.broadcast_to(np.nan, (n,))
     limit = np.broadcast_to(np.nan, (n,))
     if roles.limit is not None and flag is not None and flag.any():
-        lower = _numeric(obs, roles.limit, "LIMIT", positions=pos, ids=ids)
+        lower = obs.numbers(roles.limit, "LIMIT")
         lower = np.where(flag, lower, np.nan)
         bad = np.isinf(lower) | (lower >= lloq)
         if bad.any():
@@ -463,7 +512,7 @@ def _censoring(obs: pd.DataFrame, roles: Roles, dv, ids, pos, signed: bool = Fal
     return blq, lloq, limit
 
 
-def _sorted_numeric_profiles(obs: pd.DataFrame, group_cols: list[str], time: np.ndarray):
+def _sorted_numeric_profiles(obs: _Rows, group_cols: list[str], time: np.ndarray):
     """Fast path: one numeric id column, rows sorted by id and time (one numba pass).
 
     Returns ``(offsets, groups, first duplicate row or -1)``, or None when the
@@ -471,7 +520,7 @@ def _sorted_numeric_profiles(obs: pd.DataFrame, group_cols: list[str], time: np.
     """
     if len(group_cols) != 1:
         return None
-    key = obs[group_cols[0]].to_numpy()
+    key = obs.ids
     if key.dtype.kind not in "iuf":
         return None
     starts = np.empty(key.size, dtype=np.int64)

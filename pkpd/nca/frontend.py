@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import sys
 import warnings
@@ -362,27 +361,44 @@ def _interval_table(table: EventTable, doses: pd.DataFrame, intervals) -> dict:
 
 
 def _dose_intervals(table: EventTable, doses: pd.DataFrame):
+    """One interval per dose time of each profile: [dose, next dose], the last to infinity.
+
+    With one dose time per subject, every profile gets its interval; otherwise an interval
+    without any sample in ``[start, end]`` is skipped. Vectorised over profiles.
+    """
+    from pkpd.nca._kernels import interval_ranges
+
     n_groups = table.n_groups
     if len(doses) == 0:
         return np.arange(n_groups), np.zeros(n_groups), np.full(n_groups, np.inf)
-    ids = table.group_ids
-    if doses.groupby("ID", sort=False)["TIME"].nunique().max() == 1:
-        # one dose per subject: one interval from the dose to infinity (fast path)
-        first = doses.groupby("ID", sort=False)["TIME"].min().reindex(ids).to_numpy(float)
-        return np.arange(n_groups), first, np.full(n_groups, np.inf)
-    dose_times = doses.groupby("ID", sort=False)["TIME"].unique()
-    groups, starts, ends = [], [], []
-    for g, subject in enumerate(ids):
-        times = np.sort(dose_times[subject])
-        lo, hi = table.offsets[g], table.offsets[g + 1]
-        t_obs = table.time[lo:hi]
-        bounds = np.r_[times, np.inf]
-        for a, b in itertools.pairwise(bounds):
-            if np.any((t_obs >= a) & (t_obs <= b)):
-                groups.append(g)
-                starts.append(a)
-                ends.append(b)
-    return np.asarray(groups, dtype=np.int64), np.asarray(starts), np.asarray(ends)
+    subjects = pd.Index(pd.unique(table.group_ids))
+    dose_subject = subjects.get_indexer(doses["ID"])
+    dose_time = doses["TIME"].to_numpy(float)
+    known = dose_subject >= 0  # doses of subjects without observations open no interval
+    dose_subject, dose_time = dose_subject[known], dose_time[known]
+    order = np.lexsort((dose_time, dose_subject))
+    dose_subject, dose_time = dose_subject[order], dose_time[order]
+    new = np.ones(dose_time.size, dtype=bool)  # first of each (subject, time) pair
+    new[1:] = (dose_subject[1:] != dose_subject[:-1]) | (dose_time[1:] != dose_time[:-1])
+    dose_subject, dose_time = dose_subject[new], dose_time[new]
+    per_subject = np.bincount(dose_subject, minlength=len(subjects))
+    first_of = np.zeros(len(subjects) + 1, dtype=np.int64)
+    np.cumsum(per_subject, out=first_of[1:])
+    group_subject = subjects.get_indexer(table.group_ids)
+    if per_subject.max() == 1:  # one dose per subject: from the dose to infinity
+        return np.arange(n_groups), dose_time[first_of[group_subject]], np.full(n_groups, np.inf)
+    counts = per_subject[group_subject]
+    group = np.repeat(np.arange(n_groups), counts)
+    k = np.arange(group.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    at = np.repeat(first_of[group_subject], counts) + k
+    start = dose_time[at]
+    last = k == np.repeat(counts, counts) - 1
+    end = np.where(last, np.inf, dose_time[np.minimum(at + 1, dose_time.size - 1)])
+    i0 = np.empty(group.size, dtype=np.int64)
+    i1 = np.empty(group.size, dtype=np.int64)
+    interval_ranges(table.time, table.offsets, group, start, end, i0, i1)
+    sampled = i1 > i0
+    return group[sampled], start[sampled], end[sampled]
 
 
 def _frame_intervals(table: EventTable, frame: pd.DataFrame):
@@ -439,7 +455,8 @@ def _routes(route, subject_ids) -> np.ndarray:
         missing = [s for s in pd.unique(subject_ids) if s not in route]
         if missing:
             raise OptionError(f"route= has no route for subject(s) {missing[:5]}.")
-        return np.array([route_code(route[s]) for s in subject_ids], dtype=np.int64)
+        codes = {s: route_code(route[s]) for s in pd.unique(subject_ids)}
+        return pd.Series(subject_ids).map(codes).to_numpy(dtype=np.int64)
     return np.full(len(subject_ids), route_code(route), dtype=np.int64)
 
 
@@ -509,34 +526,63 @@ class NCAResult:
         self.set_aside_records = set_aside
 
     # -- which parameters each row reports
+    @cached_property
+    def _reported(self) -> list[tuple[np.ndarray | None, str]]:
+        """(row mask, code) for every reported parameter; mask None: every row.
+
+        Whether a code applies depends on the row's route and interval kind (finite or
+        not) only, so it is decided once per (route, kind) class present, not per row.
+        """
+        finite = np.isfinite(self.intervals["end"])
+        route = np.asarray(self.route, dtype=np.int64)
+        route_names = {v: k for k, v in C.ROUTES.items()}
+        n_routes = max(C.ROUTES.values()) + 1
+        row_class = route * 2 + finite
+        present = np.flatnonzero(np.bincount(row_class, minlength=2 * n_routes))
+        flags = self.intervals.get("flags")
+        out = []
+        for spec in registry.PARAMETERS:
+            if flags is not None and spec.code not in flags:
+                continue
+            chosen = self.requested is None or spec.code in self.requested["finite"]
+            if flags is None and not chosen:
+                continue
+            allowed = np.zeros(2 * n_routes, dtype=bool)
+            for c in present:
+                is_finite = bool(c % 2)
+                kind = "finite" if is_finite else "infinite"
+                ok = route_names[c // 2] in spec.routes and spec.interval in ("any", kind)
+                if flags is None and self.requested is None:
+                    default = registry.DEFAULT_FINITE if is_finite else registry.DEFAULT_INFINITE
+                    ok = ok and spec.code in default
+                allowed[c] = ok
+            if not allowed[present].any():
+                continue
+            mask = None if allowed[present].all() else allowed[row_class]
+            if flags is not None:
+                mask = flags[spec.code] if mask is None else mask & flags[spec.code]
+                if not mask.any():
+                    continue
+            out.append((mask, spec.code))
+        return out
+
     def _row_codes(self) -> list[tuple[np.ndarray, str]]:
         """(boolean row mask, code) for every reported parameter."""
-        finite = np.isfinite(self.intervals["end"])
-        out = []
-        flags = self.intervals.get("flags")
-        for spec in registry.PARAMETERS:
-            if flags is not None:
-                if spec.code not in flags:
-                    continue
-                mask = flags[spec.code].copy()
-            else:
-                mask = np.ones(finite.size, dtype=bool)
-                if self.requested is None:
-                    mask &= np.where(
-                        finite,
-                        spec.code in registry.DEFAULT_FINITE,
-                        spec.code in registry.DEFAULT_INFINITE,
-                    )
-                elif spec.code not in self.requested["finite"]:
-                    continue
-            mask &= np.isin(self.route, [C.ROUTES[r] for r in spec.routes])
-            if spec.interval == "finite":
-                mask &= finite
-            elif spec.interval == "infinite":
-                mask &= ~finite
-            if mask.any():
-                out.append((mask, spec.code))
-        return out
+        n = len(self.intervals["group"])
+        return [
+            (np.ones(n, dtype=bool) if mask is None else mask, code)
+            for mask, code in self._reported
+        ]
+
+    def _key_columns(self) -> dict[str, np.ndarray]:
+        """Profile keys (one entry per grouping column), START and END of every row."""
+        group = self.intervals["group"]
+        groups = self.table.groups
+        identity = len(group) == len(groups) and bool((group == np.arange(len(group))).all())
+        cols = {c: _take(groups[c], None if identity else group) for c in self.table.group_cols}
+        cols["START"] = np.asarray(self.intervals["start"], dtype=float)
+        cols["END"] = np.asarray(self.intervals["end"], dtype=float)
+        return cols
 
     def _keys(self) -> pd.DataFrame:
         keys = self.table.groups.iloc[self.intervals["group"]].reset_index(drop=True)
@@ -546,14 +592,31 @@ class NCAResult:
 
     @cached_property
     def wide(self) -> pd.DataFrame:
-        keys = self._keys()
+        """One row per profile x interval, one float column per reported code.
+
+        Built straight from the engine's arrays: START, END and the values go into one
+        float64 block (one copy of each column, NaN where a row does not report the
+        code) that the DataFrame uses as it is; the key columns are added in front.
+        """
+        keys = self._key_columns()
         values = self.arrays["values"]
-        cols = {}
-        for mask, code in self._row_codes():
-            col = values[code].copy()
-            col[~mask] = np.nan
-            cols[code] = col
-        return pd.concat([keys, pd.DataFrame(cols)], axis=1)
+        reported = self._reported
+        n = len(keys["START"])
+        block = np.empty((2 + len(reported), n))
+        block[0] = keys.pop("START")
+        block[1] = keys.pop("END")
+        for j, (mask, code) in enumerate(reported, start=2):
+            if mask is None:
+                block[j] = values[code]
+            else:
+                block[j] = np.nan
+                np.copyto(block[j], values[code], where=mask)
+        frame = pd.DataFrame(
+            block.T, columns=["START", "END", *(code for _, code in reported)], copy=False
+        )
+        for i, (name, column) in enumerate(keys.items()):
+            frame.insert(i, name, column)
+        return frame
 
     @cached_property
     def long(self) -> pd.DataFrame:
@@ -599,10 +662,24 @@ class NCAResult:
 
     @cached_property
     def excluded(self) -> pd.DataFrame:
-        pts = self.points
-        dropped = pts[pts["excluded"]]
-        cols = [*self.table.group_cols, "START", "END", "TIME", "DV", "row"]
-        dropped = dropped[cols].assign(reason=pts.loc[pts["excluded"], "flag"].to_numpy())
+        a = self.arrays
+        po = a["point_offsets"]
+        hit = np.flatnonzero(np.isin(a["flags"], list(C.POINT_EXCLUDED)))
+        iv_index = np.searchsorted(po, hit, side="right") - 1
+        sample = a["first"][iv_index] + (hit - po[iv_index])
+        group = self.intervals["group"][iv_index]
+        cols = {c: _take(self.table.groups[c], group) for c in self.table.group_cols}
+        dropped = pd.DataFrame(
+            {
+                **cols,
+                "START": np.asarray(self.intervals["start"], dtype=float)[iv_index],
+                "END": np.asarray(self.intervals["end"], dtype=float)[iv_index],
+                "TIME": self.table.time[sample],
+                "DV": self.table.dv[sample],
+                "row": self.table.row[sample],
+                "reason": _POINT_FLAG_TEXT[a["flags"][hit]],
+            }
+        )
         aside = self.set_aside_records.rename(columns={"ID": self.table.group_cols[0]})
         parts = [p for p in (dropped, aside) if len(p)]
         if not parts:
@@ -655,4 +732,12 @@ class NCAResult:
         )
 
 
+def _take(column: pd.Series, rows: np.ndarray | None):
+    """The values of ``column`` (its own dtype kept) at positions ``rows`` (None: all)."""
+    extension = isinstance(column.dtype, pd.api.extensions.ExtensionDtype)
+    values = column.array if extension else column.to_numpy()
+    return values if rows is None else values.take(rows)
+
+
 _REASON_CATEGORIES = [C.REASONS[k] for k in range(len(C.REASONS))]
+_POINT_FLAG_TEXT = np.array([C.POINT_FLAGS[k] for k in range(len(C.POINT_FLAGS))])

@@ -620,3 +620,45 @@ def test_datetime_time_needs_dose_records_even_with_dose():
     d["TIME"] = pd.Timestamp("2024-05-06 08:00") + pd.to_timedelta(d["TIME"], unit="h")
     with pytest.raises(pkpd.DataError, match="first dose record"):
         run(d, dose=100, units={"time": "h"})
+
+
+# -- issue 18: default intervals without a loop over subjects; wide first, long on request ----
+def event_rows(subject, dose_times, sample_times, amt=100.0):
+    """NONMEM rows of one subject: a dose row (EVID 1) before the samples at each dose time."""
+    rows = [{"ID": subject, "TIME": t, "DV": 0.0, "EVID": 1, "AMT": amt} for t in dose_times]
+    rows += [
+        {"ID": subject, "TIME": t, "DV": 10.0 * math.exp(-0.1 * (t % 12)) + 1.0, "EVID": 0,
+         "AMT": 0.0}
+        for t in sample_times
+    ]  # fmt: skip
+    return rows
+
+
+def test_default_intervals_run_from_each_dose_to_the_next():
+    # subject 1: doses at 0, 12, 24 with samples after each; subject 2: doses at 0 and 12
+    # but no sample at or after 12, so its [12, inf) interval has no sample and is skipped;
+    # subject 3: doses at 0 and 24, a sample exactly at 24 belongs to both [0, 24] and [24, inf)
+    rows = event_rows(1, [0, 12, 24], [1, 2, 6, 13, 14, 18, 25, 26, 30])
+    rows += event_rows(2, [0, 12], [1, 2, 6, 8])
+    rows += event_rows(3, [0, 24], [1, 2, 6, 24, 30])
+    data = pd.DataFrame(rows).sort_values(["ID", "TIME", "EVID"], ascending=[True, True, False])
+    wide = run(data, parameters=["CMAX"]).wide
+    got = list(zip(wide["ID"], wide["START"], wide["END"], strict=True))
+    inf = math.inf
+    assert got == [(1, 0, 12), (1, 12, 24), (1, 24, inf), (2, 0, 12), (3, 0, 24), (3, 24, inf)]
+
+
+def test_wide_is_built_without_the_long_table():
+    rows = event_rows("A", [0], [1, 2, 4, 8, 12]) + event_rows("B", [0], [1, 2, 4, 8, 12])
+    res = run(pd.DataFrame(rows))
+    wide = res.wide
+    assert "long" not in vars(res) and "points" not in vars(res)  # built only on request
+    assert list(wide["ID"]) == ["A", "B"] and pd.api.types.is_string_dtype(wide["ID"])
+    assert wide.columns[:3].tolist() == ["ID", "START", "END"]
+    # every value of the wide table is the long table's value of the same row and code
+    long = res.long.pivot(index="ID", columns="PPTESTCD", values="PPORRES")
+    codes = [c for c in wide.columns if c not in ("ID", "START", "END")]
+    assert sorted(codes) == sorted(long.columns)
+    np.testing.assert_array_equal(wide.set_index("ID")[codes].to_numpy(), long[codes].to_numpy())
+    res2 = run(pd.DataFrame(rows))
+    assert len(res2.excluded) == 0 and "points" not in vars(res2)
