@@ -19,7 +19,7 @@ import warnings
 import pandas as pd
 
 from pkpd.errors import OptionError, PKPDError
-from pkpd.io import ID_COLUMNS, read_csv_checked
+from pkpd.io import ID_COLUMNS
 
 __all__ = ["main"]
 
@@ -41,13 +41,15 @@ def _blq_value(text: str):
 def _nca_parser(sub) -> None:
     p = sub.add_parser(
         "nca",
-        help="non-compartmental analysis of a CSV event table",
+        help="non-compartmental analysis of a CSV or Parquet event table",
         description="Non-compartmental analysis (PKNCA/WinNonlin rules) of an event table.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("data", nargs="?", help="CSV file (NONMEM-style event table)")
+    src.add_argument("data", nargs="?",
+                     help="CSV or Parquet (.parquet) file: a NONMEM-style event table")  # fmt: skip
     src.add_argument("--example", choices=["theoph"], help="use a bundled example dataset")
-    p.add_argument("-o", "--output", help="write the results to this CSV (atomically)")
+    p.add_argument("-o", "--output", help="write the results to this file (atomically): "
+                   "Parquet for a .parquet name, else CSV")  # fmt: skip
     p.add_argument("--wide", action="store_true", help="one row per profile and interval")
     p.add_argument("--method", default="linlog", choices=["linlog", "linear", "lin-log"])
     p.add_argument(
@@ -90,13 +92,17 @@ def _run_nca(args) -> int:
         columns[role.strip()] = name.strip()
     if args.pp and not args.output:
         raise OptionError("--pp STUDYID writes the PP domain to a file: give -o PP.csv too.")
+    text_ids: list[str] = []
     if args.example:
         data = pkpd.load_example(args.example)
         units = {"time": "h", "conc": "mg/L", "dose": "mg"}
     else:
+        from pkpd.data.files import read_table_file
+
         # subject ids are read as text: "0101" and "101" are two subjects
         ids = (*ID_COLUMNS, *([columns["id"]] if columns.get("id") else []))
-        data = read_csv_checked(args.data, "data file", id_columns=ids, encoding=args.encoding)
+        data, text_ids = read_table_file(args.data, "data file", id_columns=ids,
+                                         encoding=args.encoding)  # fmt: skip
         units = {}
     units.update({k: v for k, v in (("time", args.time_unit), ("conc", args.conc_unit),
                                     ("dose", args.dose_unit)) if v})  # fmt: skip
@@ -121,19 +127,19 @@ def _run_nca(args) -> int:
         )
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    table = res.wide if args.wide else res.long
     if args.pp:
         pp = res.to_pp(args.pp, path=args.output)
         print(f"wrote {len(pp)} PP records to {args.output}", file=sys.stderr)
     elif args.output:
-        res.to_csv(args.output, wide=args.wide)
+        from pkpd.data.files import write_table_file
+
+        table = res.wide if args.wide else res.long  # the long table only when asked for
+        write_table_file(table, args.output, text_columns=text_ids)
         print(f"wrote {len(table)} rows to {args.output}", file=sys.stderr)
     else:
         with pd.option_context("display.max_rows", None, "display.width", 200,
                                "display.max_columns", None, "display.float_format", "{:.6g}".format):  # fmt: skip # noqa: E501
-            print(
-                res.wide.to_string(index=False) if not args.wide else table.to_string(index=False)
-            )
+            print(res.wide.to_string(index=False))
     if args.summary:
         print(res.summary().to_string(index=False))
     return 0

@@ -205,3 +205,52 @@ def test_no_traceback_reaches_the_user(tmp_path):
             failures.append((name, rc, err[-500:]))
     assert not failures, failures
     assert (tmp_path / "mine" / "keep.txt").read_text() == "precious"
+
+
+# -- issue 18: pyarrow CSV, Parquet in and out, ids kept as text --------------------------------
+IDS_CSV = (
+    "ID,TIME,DV,AMT,EVID\n0101,0,,100,1\n0101,1,5,0,0\n0101,2,3,0,0\n0101,4,1,0,0\n"
+    "101,0,,50,1\n101,1,9,0,0\n101,2,4,0,0\n101,4,2,0,0\n"
+)
+
+
+def test_parquet_in_and_out_keep_text_ids(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv = tmp_path / "ids.csv"
+    csv.write_text(IDS_CSV)
+    out = tmp_path / "wide.parquet"
+    assert main(["nca", str(csv), "--wide", "-o", str(out)]) == 0
+    id_type = pq.read_schema(out).field("ID").type
+    assert pa.types.is_string(id_type) or pa.types.is_large_string(id_type)
+    wide = pd.read_parquet(out).set_index("ID")
+    assert wide.loc["0101", "CMAX"] == 5.0 and wide.loc["101", "CMAX"] == 9.0
+    # the same table as Parquet input gives the same results; the long table too
+    data = tmp_path / "ids.parquet"
+    pd.read_csv(csv, dtype={"ID": str}).to_parquet(data, index=False)
+    out2 = tmp_path / "wide2.parquet"
+    assert main(["nca", str(data), "--wide", "-o", str(out2)]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out2), pd.read_parquet(out))
+    long = tmp_path / "long.parquet"
+    assert main(["nca", str(data), "--parameters", "CMAX", "-o", str(long)]) == 0
+    got = pd.read_parquet(long)
+    assert got[["ID", "PPTESTCD", "PPORRES"]].values.tolist() == [
+        ["0101", "CMAX", 5.0],
+        ["101", "CMAX", 9.0],
+    ]
+
+
+def test_canonical_integer_ids_are_written_as_text(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv = tmp_path / "ids.csv"
+    csv.write_text(IDS_CSV.replace("0101", "7").replace("101", "12"))
+    out = tmp_path / "wide.parquet"
+    assert main(["nca", str(csv), "--wide", "--parameters", "CMAX", "-o", str(out)]) == 0
+    assert pq.read_schema(out).field("ID").type == pa.string()
+    assert pd.read_parquet(out)[["ID", "CMAX"]].values.tolist() == [["7", 5.0], ["12", 9.0]]
+    wide_csv = tmp_path / "wide.csv"
+    assert main(["nca", str(csv), "--wide", "--parameters", "CMAX", "-o", str(wide_csv)]) == 0
+    assert pd.read_csv(wide_csv)[["ID", "CMAX"]].values.tolist() == [[7, 5.0], [12, 9.0]]
