@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from pkpd.errors import OptionError
 
-__all__ = ["CovariateEffect", "Prior"]
+__all__ = ["CovariateEffect", "Prior", "lognormal_from_mean_sd"]
 
 _KINDS = {
     "lognormal": ("median", "sd"),
@@ -21,6 +21,33 @@ _KINDS = {
     "normal": ("mu", "sigma"),
     "halfnormal": ("sigma",),
 }
+
+
+def lognormal_from_mean_sd(mean: float, sd: float) -> tuple[float, float]:
+    r"""Median and log-scale SD of the log-normal with this arithmetic mean and SD.
+
+    Published cellular-kinetic exposures are often a mean and SD (e.g. a label's
+    Cmax); a log-normal model needs its median and the SD of the log:
+
+    .. math::
+
+        \mathrm{CV} = \mathrm{sd}/\mathrm{mean},\quad
+        \omega = \sqrt{\ln(1 + \mathrm{CV}^2)},\quad
+        \mathrm{median} = \mathrm{mean}/\sqrt{1 + \mathrm{CV}^2}
+
+    (the log-normal's mean is :math:`\mathrm{median}\,e^{\omega^2/2}` and its CV
+    :math:`\sqrt{e^{\omega^2}-1}`).
+
+    Raises
+    ------
+    OptionError
+        ``mean`` or ``sd`` not a finite number > 0.
+    """
+    m, s = float(mean), float(sd)
+    if not (math.isfinite(m) and math.isfinite(s) and m > 0 and s > 0):
+        raise OptionError(f"A log-normal needs a mean and an SD > 0, got mean={mean!r}, sd={sd!r}.")
+    ratio = 1.0 + (s / m) ** 2
+    return m / math.sqrt(ratio), math.sqrt(math.log(ratio))
 
 
 @dataclass(frozen=True)

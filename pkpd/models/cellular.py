@@ -48,7 +48,7 @@ from pkpd.errors import DataError, DoseError, OptionError
 from pkpd.models._base import PopulationModel, StructuralParameter
 from pkpd.models._data import ModelData, observations_from_frame
 from pkpd.models._fit import register
-from pkpd.models._priors import Prior
+from pkpd.models._priors import Prior, lognormal_from_mean_sd
 from pkpd.structural._xp import namespace
 from pkpd.structural.cellular import (
     ck_auc,
@@ -58,7 +58,14 @@ from pkpd.structural.cellular import (
     ck_time_below,
 )
 
-__all__ = ["DEFAULT_TRANSITION_WIDTH", "STEIN_2019", "CellularKinetics"]
+__all__ = [
+    "BCMA_CAR_T",
+    "DEFAULT_PRIOR_SET",
+    "DEFAULT_TRANSITION_WIDTH",
+    "PRIOR_SETS",
+    "STEIN_2019",
+    "CellularKinetics",
+]
 
 STEIN = "Stein AM et al., CPT Pharmacometrics Syst Pharmacol 2019;8:285-295"
 OGASAWARA = "Ogasawara K et al. 2021, lisocabtagene maraleucel: lag 3.27 d of Tmax 9.29 d"
@@ -83,6 +90,50 @@ STEIN_2019 = {
         "beta": 0.86,
     },
     "sigma": 0.56,
+}
+
+CARTITUDE_1 = (
+    "CARVYKTI (ciltacabtagene autoleucel) label, CARTITUDE-1 cellular kinetics "
+    "(BCMA CAR-T, copies/ug gDNA)"
+)
+FUMANBA_1 = "equecabtagene autoleucel (CT103A), FUMANBA-1"
+
+#: Published BCMA CAR-T kinetic values (shared/specs/models.md): ciltacabtagene
+#: (CARTITUDE-1 label) Cmax mean and SD (copies/ug gDNA), Tmax median and range (days),
+#: AUC0-28d mean (day*copies/ug), half-life (days; an NCA half-life of the whole
+#: decline, not Stein's alpha), median time to BLQ (days); equecabtagene (CT103A,
+#: FUMANBA-1) Tmax median and range and median persistence (days).
+BCMA_CAR_T = {
+    "ciltacabtagene": {
+        "Cmax_mean": 48692.0,
+        "Cmax_sd": 27174.0,
+        "Tmax_median": 12.7,
+        "Tmax_range": (8.7, 330.0),
+        "AUC0_28_mean": 504496.0,
+        "half_life": 23.5,
+        "time_to_blq_median": 100.0,
+    },
+    "equecabtagene": {"Tmax_median": 14.0, "Tmax_range": (9.0, 25.0), "persistence_median": 307.0},
+}
+
+#: prior set of ``CellularKinetics()`` without ``prior_set=``
+DEFAULT_PRIOR_SET = "cd19_car_t"
+
+#: Named literature prior sets per product class: ``{name: description}``. The priors
+#: themselves are built by :meth:`CellularKinetics.default_priors` (they depend on the
+#: model's options and time unit); each carries its source, and a parameter without a
+#: published value for the class keeps the generic (``cd19_car_t``) prior, saying so.
+#: No CAR-NK set: there is no published kinetic model or Cmax/Tmax for BCMA CAR-NK cells
+#: (shared/specs/models.md).
+PRIOR_SETS = {
+    "cd19_car_t": (
+        "CD19 CAR-T: tisagenlecleucel typical values and BSV (Stein 2019), "
+        "lisocabtagene lag (Ogasawara 2021); the generic default"
+    ),
+    "bcma_car_t": (
+        "BCMA CAR-T: Cmax and its BSV from the ciltacabtagene label (CARTITUDE-1), Tmax "
+        "from ciltacabtagene and equecabtagene (FUMANBA-1); other parameters generic"
+    ),
 }
 
 #: structural variants: Stein's piecewise profile, or its smooth-transition version
@@ -140,6 +191,12 @@ class CellularKinetics(PopulationModel):
         "smooth"``): a number > 0 fixes it (default
         :data:`DEFAULT_TRANSITION_WIDTH`), ``None`` estimates it as a population
         parameter (``transition_width``, log-normal prior, no BSV).
+    prior_set
+        Named literature priors for a product class (:data:`PRIOR_SETS`; list them
+        with :meth:`prior_sets`): ``"cd19_car_t"`` (default; Stein 2019 and Ogasawara
+        2021) or ``"bcma_car_t"`` (Cmax from the ciltacabtagene label, Tmax from
+        ciltacabtagene and equecabtagene). Entries of ``priors=`` override single
+        parameters of the set. ``model.prior_table()`` shows every prior's source.
     **kwargs
         ``priors``, ``bsv``, ``correlated``, ``covariates``, ``columns``,
         ``conc_unit``: see :class:`~pkpd.models.PopulationModel`.
@@ -150,9 +207,12 @@ class CellularKinetics(PopulationModel):
     >>> model = CellularKinetics(covariates=["Cmax~PRODUCT"])      # doctest: +SKIP
     >>> fit = model.fit(data, draws=1000, tune=1000, random_seed=1)  # doctest: +SKIP
     >>> fit.summary().loc[["Cmax", "Tmax", "foldx"]]                # doctest: +SKIP
+    >>> CellularKinetics(prior_set="bcma_car_t").prior_table()       # doctest: +SKIP
     """
 
     model_name = "CellularKinetics"
+    #: names of the literature prior sets (``prior_set=``; :data:`PRIOR_SETS`)
+    prior_set_names = tuple(PRIOR_SETS)
     #: the kink at Tmax needs smaller steps: 0.9 removed the occasional divergences
     #: seen at 0.8 (6 of 6 benchmark cohorts/seeds, 0 divergences; see benchmarks/README)
     default_target_accept = 0.9
@@ -167,8 +227,20 @@ class CellularKinetics(PopulationModel):
         time_unit: str = "day",
         variant: str = "smooth",
         transition_width: float | None = DEFAULT_TRANSITION_WIDTH,
+        prior_set: str = DEFAULT_PRIOR_SET,
         **kwargs,
     ):
+        if not isinstance(prior_set, str) or prior_set not in PRIOR_SETS:
+            import difflib
+
+            close = difflib.get_close_matches(str(prior_set), list(PRIOR_SETS), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            known = "; ".join(f"{k!r}: {v}" for k, v in PRIOR_SETS.items())
+            raise OptionError(
+                f"CellularKinetics: unknown prior_set {prior_set!r}.{hint} Known prior sets: "
+                f"{known}."
+            )
+        self.prior_set = prior_set
         if variant not in VARIANTS:
             raise OptionError(
                 f"CellularKinetics: unknown variant {variant!r}; use one of {list(VARIANTS)} "
@@ -252,6 +324,8 @@ class CellularKinetics(PopulationModel):
             priors["dose_exponent"] = Prior.normal(
                 0.0, 0.5, "Stein 2019: no dose-response over 0.2-5e6 cells/kg; centred at 0"
             )
+        if getattr(self, "prior_set", DEFAULT_PRIOR_SET) == "bcma_car_t":
+            priors.update(self._bcma_priors(priors, per_day))
         if self._estimated_width:
             priors["transition_width"] = Prior.lognormal(
                 DEFAULT_TRANSITION_WIDTH,
@@ -260,6 +334,69 @@ class CellularKinetics(PopulationModel):
                 "95% range ~0.014-0.7, a peak 1-40% below the vertex Cmax",
             )
         return priors
+
+    @staticmethod
+    def _bcma_priors(generic: dict[str, Prior], per_day: float) -> dict[str, Prior]:
+        """The ``bcma_car_t`` set: published BCMA CAR-T values where there are some
+        (:data:`BCMA_CAR_T`), the generic prior, relabelled, elsewhere."""
+        cilta, eque = BCMA_CAR_T["ciltacabtagene"], BCMA_CAR_T["equecabtagene"]
+        median, omega = lognormal_from_mean_sd(cilta["Cmax_mean"], cilta["Cmax_sd"])
+        cv = cilta["Cmax_sd"] / cilta["Cmax_mean"]
+        out = {
+            "Cmax": Prior.lognormal(
+                median,
+                1.0,
+                f"{CARTITUDE_1}: Cmax mean {cilta['Cmax_mean']:,.0f} copies/ug, SD "
+                f"{cilta['Cmax_sd']:,.0f}; median of the log-normal with that mean and SD = "
+                f"mean/sqrt(1+CV^2) = {median:,.0f} (CV {cv:.3f}); sd 1.0 (a factor 2.7) "
+                "leaves room for another BCMA product; copies/ug gDNA: override for cells/uL",
+            ),
+            "omega_Cmax": Prior.halfnormal(
+                round(1.5 * omega, 3),
+                f"{CARTITUDE_1}: Cmax mean {cilta['Cmax_mean']:,.0f}, SD "
+                f"{cilta['Cmax_sd']:,.0f} copies/ug, CV {cv:.3f}; omega = sqrt(ln(1+CV^2)) = "
+                f"{omega:.3f}; scale 1.5 x omega (as the generic set)",
+            ),
+            "Tmax": Prior.lognormal(
+                cilta["Tmax_median"] * per_day,
+                0.3,
+                f"{CARTITUDE_1}: Tmax median {cilta['Tmax_median']:g} d (range "
+                f"{cilta['Tmax_range'][0]:g}-{cilta['Tmax_range'][1]:g}); {FUMANBA_1}: median "
+                f"~{eque['Tmax_median']:g} d ({eque['Tmax_range'][0]:g}-"
+                f"{eque['Tmax_range'][1]:g}); sd 0.3 (95% 7.1-23 d) puts the published CAR-T "
+                "medians 9.3 (tisagenlecleucel), 12.7 and 14 d within 1.1 sd",
+            ),
+        }
+        notes = {
+            "omega_Tmax": "; the CARTITUDE-1 range 8.7-330 d is not a log-normal SD",
+            "alpha": f"; the CARTITUDE-1 half-life ~{cilta['half_life']:g} d is an NCA "
+            "half-life of the whole decline, not the effector rate alpha",
+            "beta": f"; persistence: median time to BLQ ~{cilta['time_to_blq_median']:g} d "
+            f"(ciltacabtagene), median {eque['persistence_median']:g} d (equecabtagene)",
+        }
+        for name, prior in generic.items():
+            if name in out:
+                continue
+            out[name] = Prior(
+                prior.kind,
+                dict(prior.params),
+                f"generic cd19_car_t prior, no published BCMA CAR-T value{notes.get(name, '')}. "
+                f"{prior.source}",
+            )
+        return out
+
+    @classmethod
+    def prior_sets(cls) -> pd.DataFrame:
+        """The named literature prior sets (``prior_set=``): every set's priors with
+        their sources, for the default options (no lag, no dose effect, days); one row
+        per (set, parameter)."""
+        rows = []
+        for name, description in PRIOR_SETS.items():
+            table = cls(prior_set=name).prior_table()
+            table.insert(0, "prior_set", name)
+            table.insert(1, "description", description)
+            rows.append(table)
+        return pd.concat(rows, ignore_index=True)
 
     @property
     def _estimated_width(self) -> bool:
@@ -271,6 +408,7 @@ class CellularKinetics(PopulationModel):
         (no ``variant`` key) is Stein's model, whatever the current default."""
         config = dict(config)
         config.setdefault("variant", "stein")
+        config.setdefault("prior_set", DEFAULT_PRIOR_SET)
         return super().from_config(config)
 
     def config(self) -> dict:
@@ -282,6 +420,7 @@ class CellularKinetics(PopulationModel):
             "reference_matrix": self.reference_matrix,
             "variant": self.variant,
             "transition_width": self.transition_width,
+            "prior_set": self.prior_set,
         }
 
     def prepare(self, data) -> ModelData:

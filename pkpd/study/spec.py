@@ -330,9 +330,13 @@ class ModelSpec:
     time_unit
         Time unit of the model (its data are converted from the study's).
     options
-        Keyword arguments of the class (checked against its signature).
+        Keyword arguments of the class (checked against its signature). The table's
+        ``prior_set = "NAME"`` key (a named literature prior set of a class that has
+        them, e.g. ``CellularKinetics``' ``"bcma_car_t"``) is stored here as
+        ``options["prior_set"]``.
     priors
-        ``{parameter: pkpd.models.Prior}`` overrides, each with a source.
+        ``{parameter: pkpd.models.Prior}`` overrides, each with a source (over the
+        prior set's, when there is one).
     truth
         Simulation truth: ``typical``, ``omega`` (SDs on the latent scale),
         ``sigma``, and per class ``effects`` (covariates), ``matrix_scale``;
@@ -1191,7 +1195,7 @@ def _models(root: _Table, info, arms, sampling, treatments, population: dict) ->
             treatment=m.get("treatment", "str", default=""),
             driver=m.get("driver", "str", default=""),
             time_unit=_unit(m, "time_unit", "time", required=False, default=info.time_unit),
-            options=m.get("options", "table", default={}),
+            options=_prior_set(m, population.get(cls_name)),
             priors=_priors(m),
             truth=_truth_table(m),
             description=m.get("description", "str", default=""),
@@ -1240,6 +1244,27 @@ def _models(root: _Table, info, arms, sampling, treatments, population: dict) ->
         elif spec.driver:
             raise SpecError(f"{_join(t.at(name), 'driver')}: only a PD model has a driver.")
     return out
+
+
+def _prior_set(m: _Table, cls) -> dict:
+    """The model's options, with its ``prior_set = "NAME"`` key (a named literature prior
+    set of the class, ``cls.prior_set_names``) moved into them."""
+    options = m.get("options", "table", default={})
+    name = m.get("prior_set", "str")
+    if name is None:
+        return options
+    known = list(getattr(cls, "prior_set_names", ()) or ())
+    if not known:
+        what = cls.__name__ if cls is not None else "this class"
+        raise m.error("prior_set", f"{what} has no named prior sets; give priors instead.")
+    if "prior_set" in options:
+        raise m.error("prior_set", "given twice (here and in options); keep one.")
+    if name not in known:
+        raise m.error(
+            "prior_set",
+            f"unknown prior set {name!r}.{_suggest(name, known)} Known: {', '.join(known)}.",
+        )
+    return {**options, "prior_set": name}
 
 
 def _check_population_model(m: _Table, spec: ModelSpec, cls, sampling: SamplingSpec) -> None:
