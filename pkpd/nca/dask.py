@@ -6,8 +6,12 @@ Example::
     import pkpd
 
     res = pkpd.nca(dd.read_parquet("profiles/"), dose=100.0, partitioned=True)
-    res.to_parquet("nca_out/")          # long and excluded, one pass over the data
+    res.to_parquet("nca_out/")          # wide and excluded, one pass over the data
     wide = res.wide.compute()           # or any dask operation on the lazy tables
+
+Results are wide and columnar first: ``wide``, ``excluded`` and the default
+:meth:`NCADaskResult.compute` / :meth:`NCADaskResult.to_parquet` never build the CDISC
+``long`` table (one row per profile x interval x parameter); name it to get it.
 
 :func:`pkpd.nca` calls :func:`nca_dask` when given a dask DataFrame. :func:`nca_dask`
 takes the keyword options of :func:`pkpd.nca` and runs :func:`pkpd.nca` itself on each
@@ -40,10 +44,13 @@ from pkpd.nca import registry
 from pkpd.nca.arrays import NCAOptions
 from pkpd.nca.frontend import DASK_OPTIONS, _requested, nca, route_code
 
-__all__ = ["TABLES", "NCADaskResult", "nca_dask"]
+__all__ = ["DEFAULT_TABLES", "TABLES", "NCADaskResult", "nca_dask"]
 
 #: The tables of an :class:`NCADaskResult`, as of :class:`pkpd.nca.NCAResult`.
 TABLES = ("long", "wide", "points", "excluded")
+#: What :meth:`NCADaskResult.compute` and :meth:`NCADaskResult.to_parquet` give by default
+#: (the long table is built only when named).
+DEFAULT_TABLES = ("wide", "excluded")
 
 #: Hidden column: position of the record in the input (partitions concatenated in order).
 ROW = "__pkpd_row__"
@@ -208,10 +215,11 @@ class NCADaskResult:
     def excluded(self):
         return self._tables["excluded"]
 
-    def compute(self, tables: Sequence[str] = ("long", "excluded"), **kwargs) -> dict:
+    def compute(self, tables: Sequence[str] = DEFAULT_TABLES, **kwargs) -> dict:
         """Compute ``tables`` in one pass; returns ``{name: pandas DataFrame}``.
 
-        Rows come partition after partition; each table's index is reset.
+        Rows come partition after partition; each table's index is reset. The default,
+        :data:`DEFAULT_TABLES` (``wide`` and ``excluded``), does not build ``long``.
         ``kwargs`` go to ``dask.compute`` (e.g. ``scheduler=``).
         """
         import dask
@@ -223,12 +231,15 @@ class NCADaskResult:
     def to_parquet(
         self,
         path,
-        tables: Sequence[str] = ("long", "excluded"),
+        tables: Sequence[str] = DEFAULT_TABLES,
         *,
         compute_kwargs: Mapping | None = None,
         **kwargs,
     ) -> None:
         """Write ``tables`` to ``path/<table>/`` (Parquet datasets) in one pass.
+
+        The default, :data:`DEFAULT_TABLES` (``wide`` and ``excluded``), does not build
+        the ``long`` table.
 
         ``kwargs`` go to ``DataFrame.to_parquet`` (``write_index`` defaults to False),
         ``compute_kwargs`` to ``dask.compute`` (e.g. ``{"scheduler": "sync"}``).
@@ -332,6 +343,14 @@ def _with_row_numbers(data):
 
 
 def _verify_partitions(data, id_col: str) -> None:
+    """Raise DataError naming the subjects found in more than one partition.
+
+    First the id range (min, max) of every partition: when the ranges do not overlap no
+    subject can be in two partitions, and only one row per partition reaches the client.
+    Otherwise (or for ids that cannot be ordered) the ids of every partition are compared.
+    """
+    if _disjoint_id_ranges(data, id_col):
+        return
     meta = pd.DataFrame(
         {"id": data._meta[id_col].iloc[0:0], "partition": np.array([], dtype=np.int64)}
     )
@@ -348,6 +367,19 @@ def _verify_partitions(data, id_col: str) -> None:
         f"shuffle the data (leave partitioned= unset), or repartition them yourself, e.g. "
         f"data.shuffle(on={id_col!r}) or data.set_index({id_col!r})."
     )
+
+
+def _disjoint_id_ranges(data, id_col: str) -> bool:
+    """Whether the partitions' id ranges [min, max] are pairwise disjoint."""
+    ids = data._meta[id_col].iloc[0:0]
+    meta = pd.DataFrame({"lo": ids, "hi": ids, "n": np.array([], dtype=np.int64)})
+    try:
+        ranges = data[id_col].map_partitions(_id_range_of_partition, meta=meta).compute()
+        ranges = ranges[ranges["n"] > 0].sort_values("lo", kind="stable")
+        lo, hi = ranges["lo"].to_numpy(), ranges["hi"].to_numpy()
+        return bool((hi[:-1] < lo[1:]).all())
+    except TypeError:  # ids that cannot be ordered (mixed types): compare the ids themselves
+        return False
 
 
 def _metas(meta: pd.DataFrame, group_cols: list[str], options: dict) -> dict[str, pd.DataFrame]:
@@ -459,6 +491,15 @@ def _partition_length(s: pd.Series) -> pd.Series:
 def _add_row_numbers(part: pd.DataFrame, start: pd.Series) -> pd.DataFrame:
     first = int(start.iloc[0]) if len(start) else 0
     return part.assign(**{ROW: np.arange(first, first + len(part), dtype=np.int64)})
+
+
+def _id_range_of_partition(s: pd.Series) -> pd.DataFrame:
+    ids = s.dropna()
+    if len(ids) == 0:
+        return pd.DataFrame({"lo": s.iloc[0:0], "hi": s.iloc[0:0], "n": np.array([], np.int64)})
+    return pd.DataFrame({"lo": [ids.min()], "hi": [ids.max()], "n": [len(ids)]}).astype(
+        {"lo": s.dtype, "hi": s.dtype}
+    )
 
 
 def _ids_of_partition(s: pd.Series, partition_info=None) -> pd.DataFrame:

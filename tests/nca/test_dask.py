@@ -233,7 +233,8 @@ def test_partition_with_only_a_dose_record(data):
     )  # fmt: skip
     ref = reference(pd.concat([data, lone], ignore_index=True))
     out = nca_dask(ddf, partitioned=True).compute(**SYNC)
-    assert_identical(out, ref, ("long", "excluded"))
+    assert set(out) == {"wide", "excluded"}  # the default: no long table
+    assert_identical(out, ref, ("wide", "excluded"))
 
 
 def test_engine_runs_once_per_partition(data, monkeypatch):
@@ -281,10 +282,24 @@ def test_parquet_dataset_round_trip(data, ref, tmp_path):
     ref = reference(flat)
     assert_identical(res.compute(tables=("long", "points", "excluded"), **SYNC), ref,
                      ("long", "points", "excluded"))  # fmt: skip
-    res.to_parquet(tmp_path / "out", compute_kwargs=SYNC)
-    long = pd.read_parquet(tmp_path / "out" / "long")
+    res.to_parquet(tmp_path / "out", compute_kwargs=SYNC)  # default: wide and excluded
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["excluded", "wide"]
+    wide = pd.read_parquet(tmp_path / "out" / "wide")
     excluded = pd.read_parquet(tmp_path / "out" / "excluded")
-    assert_identical({"long": long, "excluded": excluded}, ref, ("long", "excluded"))
+    assert_identical({"wide": wide, "excluded": excluded}, ref, ("wide", "excluded"))
+    res.to_parquet(tmp_path / "out2", tables="long", compute_kwargs=SYNC)
+    assert_identical({"long": pd.read_parquet(tmp_path / "out2" / "long")}, ref, ("long",))
+
+
+def test_wide_and_parquet_never_build_the_long_table(data, ref, tmp_path, monkeypatch):
+    def refuse(self):
+        raise AssertionError("the long table was built")
+
+    monkeypatch.setattr(pkpd.NCAResult, "long", property(refuse))
+    res = nca_dask(dd.from_pandas(data, npartitions=3, sort=False))
+    assert_identical(res.compute(**SYNC), ref, ("wide", "excluded"))
+    res.to_parquet(tmp_path / "out", compute_kwargs=SYNC)
+    assert_identical({"wide": pd.read_parquet(tmp_path / "out" / "wide")}, ref, ("wide",))
 
 
 # ---- pkpd.nca(dask DataFrame) dispatches to nca_dask ------------------------------------
