@@ -15,17 +15,19 @@ What it does:
    temporary directory, ``--profiles-per-file`` whole subjects per file, one chunk in
    memory at a time (bounded memory whatever N).
 2. In memory: reads the first files, up to ``--in-memory-max`` profiles, and times
-   ``pkpd.nca(frame, dose=100)`` plus materialising the output table (``long`` by default),
+   ``pkpd.nca(frame, dose=100)`` plus materialising the output table (``wide`` by default),
    best of ``--repeats``. The JIT compile / numba cache load is a warm-up call, timed apart.
 3. Dask: starts ``LocalCluster(n_workers=--workers, threads_per_worker=1,
    processes=True, memory_limit=--memory-limit)`` with one numba thread per worker, warms
    every worker up (timed apart), then times ``nca_dask(dd.read_parquet(dir), dose=100,
-   partitioned=True)`` (which checks the partitioning: one read of the ID column) and the
-   computation of the output table, reduced on the workers to a per-partition digest (rows,
-   profiles, sum of values), so nothing large travels to the client; best of ``--repeats``.
-   A thread samples the RSS of every worker process (psutil) meanwhile.
+   partitioned=True)`` (which checks the partitioning: one read of the ID column, one id
+   range per partition back to the client) and ``res.to_parquet(out, tables=(table,
+   "excluded"))``: Parquet in, Parquet out, the long table never built (unless
+   ``--table long``); best of ``--repeats``. A thread samples the RSS of every worker
+   process (psutil) meanwhile.
 4. Checks that ``nca_dask`` and ``pkpd.nca`` give exactly the same table on the first two
-   files, and that the Dask digest counts every profile.
+   files, that the written Parquet table holds exactly ``pkpd.nca``'s rows for the first
+   file's subjects, and that every profile was written.
 5. Measures memory bandwidth (a large numpy copy) and reports the physical floor: the
    decompressed bytes of the columns read (24 bytes per sample) / bandwidth.
 
@@ -119,28 +121,6 @@ def write_dataset(directory: Path, n: int, per_file: int, seed: int) -> dict:
 # ---- in memory ----------------------------------------------------------------------------------
 def materialise(res, table: str) -> pd.DataFrame:
     return getattr(res, table)
-
-
-def digest(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows, profiles and the sum of finite values of one partition of an output table."""
-    values = frame["PPORRES"] if "PPORRES" in frame else frame.drop(columns=["ID"])
-    arr = values.to_numpy(dtype=float)
-    return pd.DataFrame(
-        {
-            "rows": [len(frame)],
-            "profiles": [frame["ID"].nunique()],
-            "checksum": [float(np.sum(arr[np.isfinite(arr)]))],
-        }
-    )
-
-
-DIGEST_META = pd.DataFrame(
-    {
-        "rows": np.array([], dtype=np.int64),
-        "profiles": np.array([], dtype=np.int64),
-        "checksum": np.array([], dtype=float),
-    }
-)
 
 
 def bench_in_memory(directory: Path, files: list[str], limit: int, table: str, repeats: int):
@@ -241,7 +221,34 @@ def _parse_bytes(text: str) -> int:
     return parse_bytes(text)
 
 
-def bench_dask(directory: Path, args) -> dict:
+def count_output(path: Path) -> dict:
+    """Rows, distinct subjects and bytes of a written Parquet dataset (ID column read)."""
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(path, columns=["ID"]).column("ID")
+    size = sum(f.stat().st_size for f in path.rglob("*.parquet"))
+    return {"rows": len(ids), "profiles": len(ids.unique()), "bytes": size}
+
+
+def check_written(directory: Path, files: list[str], output: Path, table: str) -> dict:
+    """The rows of the written ``table`` for the first file's subjects equal ``pkpd.nca``'s."""
+    import pkpd
+
+    frame = pd.read_parquet(directory / files[0], columns=list(COLUMNS))
+    want = getattr(pkpd.nca(frame, dose=DOSE), table)
+    got = pd.read_parquet(output / table, filters=[("ID", "in", list(want["ID"].unique()))])
+    got = got[[c for c in got.columns if c in want.columns]]
+    keys = ["ID", "START", "END"] + (["PPTESTCD"] if "PPTESTCD" in want else [])
+    got = got.sort_values(keys, kind="stable").reset_index(drop=True)
+    want = want.sort_values(keys, kind="stable").reset_index(drop=True)
+    try:
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        return {"ok": True, "rows": len(want)}
+    except AssertionError as exc:
+        return {"ok": False, "rows": len(want), "error": str(exc)[:2000]}
+
+
+def bench_dask(directory: Path, output_dir: Path, args) -> dict:
     import dask.dataframe as dd
     from distributed import Client, LocalCluster
 
@@ -271,12 +278,14 @@ def bench_dask(directory: Path, args) -> dict:
                 ddf = dd.read_parquet(directory, columns=list(COLUMNS))
                 res = nca_dask(ddf, dose=DOSE, partitioned=True, verify=not args.no_verify)
                 t1 = time.perf_counter()
-                table = getattr(res, args.table)
-                digests = table.map_partitions(digest, meta=DIGEST_META).compute()
+                out = output_dir / "run"
+                shutil.rmtree(out, ignore_errors=True)
+                res.to_parquet(out, tables=(args.table, "excluded"))
                 t2 = time.perf_counter()
                 runs.append((t1 - t0, t2 - t1))
         finally:
             peak = sampler.stop()
+        written = count_output(out / args.table)
         return {
             "workers": args.workers,
             "memory_limit_bytes": _parse_bytes(args.memory_limit),
@@ -291,9 +300,9 @@ def bench_dask(directory: Path, args) -> dict:
             "setup_seconds": min(runs, key=sum)[0],
             "compute_seconds": min(runs, key=sum)[1],
             "total_seconds": min(sum(r) for r in runs),
-            "rows_out": int(digests["rows"].sum()),
-            "profiles_out": int(digests["profiles"].sum()),
-            "checksum": float(digests["checksum"].sum()),
+            "rows_out": written["rows"],
+            "profiles_out": written["profiles"],
+            "output_bytes_on_disk": written["bytes"],
             "idle_rss_bytes": {str(pids[a]): int(v) for a, v in idle.items()},
             "peak_rss_bytes": {str(p): int(v) for p, v in peak.items()},
             "rss_samples": sampler.samples,
@@ -362,7 +371,8 @@ def print_report(r: dict) -> None:
         ("JIT compile / cache load, s (apart)", f"{mem['first_call_seconds']:.2f}",
          f"{dk['warm_up_seconds']:.2f} (all workers)", ""),
         ("engine (`nca` call), s", f"{mem['engine_seconds']:.3f}", "", ""),
-        (f"wall, s (engine + `{r['table']}`)", f"{mem['total_seconds']:.3f}",
+        (f"wall, s (engine + `{r['table']}`; Dask: Parquet in -> Parquet out)",
+         f"{mem['total_seconds']:.3f}",
          f"{dk['total_seconds']:.3f}", ""),
         ("  of which partition check (ID column), s", "", f"{dk['setup_seconds']:.3f}", ""),
         ("**throughput, profiles/s**", _rate(mem["profiles_per_s"]),
@@ -389,8 +399,9 @@ def print_report(r: dict) -> None:
     print()
     print(
         f"Dask: {dk['npartitions']} partitions; cluster start {dk['cluster_start_seconds']:.1f} s "
-        f"(not counted); {dk['rows_out']:,} {r['table']} rows reduced on the workers to "
-        "per-partition digests. Both paths: best of "
+        f"(not counted); {dk['rows_out']:,} {r['table']} rows written to Parquet with the "
+        f"excluded records ({_mib(dk['output_bytes_on_disk'])} of {r['table']}). Both paths: "
+        "best of "
         f"{mem['repeats']} run(s).\nIn memory: the first files. Floor: decompressed bytes / "
         "single-thread copy bandwidth."
     )
@@ -398,6 +409,11 @@ def print_report(r: dict) -> None:
     print(
         f"exact check (nca_dask vs pkpd.nca on the first 2 files, {check['rows']:,} rows): "
         + ("identical" if check["ok"] else "DIFFERENT: " + check.get("error", ""))
+    )
+    written = check["written"]
+    print(
+        f"written Parquet {r['table']} vs pkpd.nca on the first file ({written['rows']:,} rows): "
+        + ("identical" if written["ok"] else "DIFFERENT: " + written.get("error", ""))
     )
     if dk["profiles_out"] != data["profiles"]:
         print(f"MISSING PROFILES: {dk['profiles_out']:,} of {data['profiles']:,}")
@@ -433,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--table",
         choices=("long", "wide"),
-        default="long",
-        help="output table computed by both paths (default long)",
+        default="wide",
+        help="output table of both paths, written to Parquet by Dask (default wide)",
     )
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (default 2)")
     parser.add_argument(
@@ -489,9 +505,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         gc.collect()
         print("... Dask run", file=sys.stderr, flush=True)
-        dask_result = bench_dask(directory, args)
-        print("... exact check", file=sys.stderr, flush=True)
+        output_dir = Path(tempfile.mkdtemp(prefix="pkpd_nca_dask_out_"))
+        dask_result = bench_dask(directory, output_dir, args)
+        print("... exact checks", file=sys.stderr, flush=True)
         check = check_exact(directory, data["files"], args.table)
+        check["written"] = check_written(directory, data["files"], output_dir / "run", args.table)
+        shutil.rmtree(output_dir, ignore_errors=True)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -530,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report)
     if args.json:
         write_json_atomic(report, args.json)
-    ok = check["ok"] and dk["profiles_out"] == data["profiles"]
+    ok = check["ok"] and check["written"]["ok"] and dk["profiles_out"] == data["profiles"]
     if not ok:
         print("\nFAIL: results differ or profiles are missing (see above).", file=sys.stderr)
         return 1
