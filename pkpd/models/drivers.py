@@ -1159,7 +1159,7 @@ class DrugDriver(Driver):
         ----------
         table
             One row per subject: ``ID`` and the PK model's parameters (SelinexorPK:
-            ``CL, Vc, Q, Vp, ka``; natural scale, the model's units), e.g. the
+            ``CL, Vc, Q, Vp`` and ``ka`` or ``delta_ka``; natural scale, the model's units), e.g. the
             ``return_truth`` table of :meth:`PopPK.simulate
             <pkpd.models.PopPK.simulate>`.
         doses
@@ -1176,6 +1176,8 @@ class DrugDriver(Driver):
             from pkpd.models.selinexor import SelinexorPK
 
             model = SelinexorPK(covariates=[])
+        if getattr(model, "faster", False) and "delta_ka" not in table and "ka" in table:
+            model = model.with_free_ka()  # individual ka stated: no need for delta_ka
         names = [p.name for p in model.structural_parameters()]
         missing = [c for c in ["ID", *names] if c not in table.columns]
         if missing:

@@ -418,6 +418,24 @@ class PopPK(PopulationModel):
             return disposition(th["CL"], th["Vc"], th["Q"], th["Vp"])
         return disposition(th["CL"], th["Vc"], th["Q"], th["Vp"], th["Q2"], th["Vp2"])
 
+    def with_free_ka(self) -> PopPK:
+        """The same model with a free ``ka`` (``absorption_constraint=None``): priors, BSV,
+        ``centered`` and covariates on ``delta_ka`` move to ``ka``, the default ka prior
+        replaces the delta_ka one. Itself when ka is already free."""
+        if not self.faster:
+            return self
+        cfg = self.config()
+
+        def rename(name: str) -> str:
+            return "ka" if name == "delta_ka" else name
+
+        cfg["absorption_constraint"] = None
+        cfg["priors"] = {k: v for k, v in cfg["priors"].items() if "delta_ka" not in k}
+        cfg["bsv"] = [rename(b) for b in cfg["bsv"]]
+        cfg["centered"] = [rename(c) for c in cfg["centered"]]
+        cfg["covariates"] = [{**c, "parameter": rename(c["parameter"])} for c in cfg["covariates"]]
+        return type(self).from_config(cfg)
+
     def absorption_rate(self, theta):
         r"""Individual ``ka`` from the structural parameters: ``theta["ka"]``, or
         :math:`CL/V_c + \delta_{ka}` with ``absorption_constraint="faster"``."""
@@ -655,8 +673,11 @@ class PopPK(PopulationModel):
             (``"proportional"``), ``sigma_add`` in the concentration unit
             (``"additive"``; values may then be <= 0) or a dict ``{"sigma_add": ...,
             "sigma_prop": ...}`` (``"combined"``). ``typical`` and ``omega`` name the
-            model's structural parameters: with ``absorption_constraint="faster"``
-            ``delta_ka``, not ``ka``.
+            model's structural parameters; with ``absorption_constraint="faster"``
+            either ``delta_ka`` or a truth stated on ``ka`` (log-normal ka with its own
+            BSV, as published models state it), which is simulated by the same model
+            with a free ka (:meth:`with_free_ka`): the fit's ``ka = CL/V + delta_ka``
+            then approximates it (exactly wherever every subject's ka > CL/V).
         effects
             True covariate effects by effect name (``beta_CL_SEX``): ``{level: ratio}``
             for categorical effects, the exponent for estimated power effects.
@@ -671,12 +692,18 @@ class PopPK(PopulationModel):
         ``DVU``); with ``return_truth`` also the true individual parameters (and, with
         ``absorption_constraint="faster"``, their ``ka``).
         """
-        if self.faster and ("ka" in (typical or {}) or "ka" in (omega or {})):
-            raise OptionError(
-                "This model has ka = CL/V + delta_ka (absorption_constraint='faster'): give "
-                "typical= and omega= for 'delta_ka', or simulate with a model whose "
-                "absorption_constraint is None."
-            )
+        on_ka = "ka" in (typical or {}) or "ka" in (omega or {})
+        if self.faster and on_ka:
+            if "delta_ka" in (typical or {}) or "delta_ka" in (omega or {}):
+                raise OptionError(
+                    "typical=/omega= name both 'ka' and 'delta_ka'; ka = CL/V + delta_ka, so "
+                    "state the truth on one of them."
+                )
+            return self.with_free_ka().simulate(
+                n_subjects, doses=doses, times=times, typical=typical, omega=omega,
+                sigma=sigma, effects=effects, covariates=covariates, lloq=lloq,
+                conc_unit=conc_unit, id_offset=id_offset, seed=seed, return_truth=return_truth,
+            )  # fmt: skip
         rng = np.random.default_rng(seed)
         ids = np.arange(1, n_subjects + 1) + id_offset
         if isinstance(doses, pd.DataFrame):

@@ -1288,8 +1288,10 @@ def _check_population_model(m: _Table, spec: ModelSpec, cls, sampling: SamplingS
     if not spec.truth:
         return
     truth = _Table(spec.truth, m.at("truth"))
-    names = [p.name for p in model.structural_parameters()]
     typical = truth.get("typical", "table", required=True)
+    if getattr(model, "faster", False) and "ka" in typical and "delta_ka" not in typical:
+        model = model.with_free_ka()  # a truth on ka is simulated with a free ka
+    names = [p.name for p in model.structural_parameters()]
     extra = ("dose_exponent",) if getattr(model, "dose_effect", False) else ()
     for key, value in typical.items():
         if key not in names and key not in extra:

@@ -295,8 +295,9 @@ def test_storage_round_trip():
 
 
 def _fake_pk_fit(doses_until_week, n_draw=5):
-    """A SelinexorPK 'fit' with a stated posterior; PK sampled during the first weeks."""
-    model = SelinexorPK(covariates=[])
+    """A SelinexorPK 'fit' with a stated posterior (individual ka, so a free-ka model);
+    PK sampled during the first weeks."""
+    model = SelinexorPK(covariates=[], absorption_constraint=None)
     doses = [r for r in DOSES if r[0] <= DAY * (28 + 7 * doses_until_week)]
     rows = [{"ID": 1, "TIME": td, "AMT": a, "EVID": 1, "DV": np.nan, "MDV": 1} for td, a in doses]
     last = doses[-1][0]
@@ -443,8 +444,13 @@ def test_joint_logp_is_kinetics_plus_pk_plus_marker(drug_trial):
         {"ID": jd.kinetics.subjects, **{n: theta[f"{n}_i"] for n in STEIN_COLUMNS}}
     )
     ck = CKDriver.from_parameters(table)
-    pk = _values(model, point, [f"sel_{n}_i" for n in PK])
-    pk_table_ = pd.DataFrame({"ID": jd.blocks["sel"].subjects, **{n: pk[f"sel_{n}_i"] for n in PK}})
+    # the block's own parameters: ka = CL/Vc + delta_ka (absorption_constraint="faster")
+    names = [p.name for p in SelinexorPK(covariates=[]).structural_parameters()]
+    assert "delta_ka" in names
+    pk = _values(model, point, [f"sel_{n}_i" for n in names])
+    pk_table_ = pd.DataFrame(
+        {"ID": jd.blocks["sel"].subjects, **{n: pk[f"sel_{n}_i"] for n in names}}
+    )
     drug = DrugDriver.from_parameters(pk_table_, data["sel"])
     mp = TumourMarker("M_protein", drug_drive="emax", drug_missing="zero")
     d = mp.prepare(data["mp"], driver=ck, drug_driver=drug)

@@ -256,7 +256,8 @@ def test_mp_imputation_m_uses_draw_m_of_both_fits(mp_fits):
     for m, k in enumerate(ck_rows):
         for name in ("Tmax", "foldx", "alpha", "beta", "FB"):
             np.testing.assert_allclose(ck.params[name][m], ck_draws[f"{name}_i"][k], rtol=1e-12)
-        for name in PK:
+        assert set(drug.theta) == {"CL", "Vc", "Q", "Vp", "delta_ka"}
+        for name in drug.theta:  # the fit's own parameters (delta_ka, not ka, by default)
             np.testing.assert_allclose(drug.theta[name][m], sel_draws[f"{name}_i"][k], rtol=1e-12)
     # the drive goes on to the end of the regimen (day 28 + 28 weeks), past the PK data
     assert drug.complete
