@@ -318,6 +318,13 @@ class ConvergenceChecks:
             detail = f"{stopped} after {n} draws per chain"
             if stopped == "budget":
                 detail += f" (budget {info.get('budget_s', float('nan')):.0f} s)"
+            restarts = [a for a in info.get("attempts", ()) if a.get("stopped") == "divergent"]
+            if restarts:
+                tried = ", ".join(f"{a['divergences']} at {a['target_accept']:g}" for a in restarts)
+                detail += (
+                    f"; target_accept {info.get('target_accept', float('nan')):g} after "
+                    f"divergent transitions ({tried})"
+                )
             row = pd.DataFrame(
                 [("sampling ended", stopped, "converged or draws", ok, detail)],
                 columns=table.columns,

@@ -59,6 +59,10 @@ CHECK_GROWTH = 1.3
 #: of a 40-subject CellularKinetics posterior (4 chains)
 MAX_TRACE_BYTES = 2.5e8
 MAX_DRAWS = 200_000
+#: target acceptance rates tried in turn while post-warm-up draws diverge (an open-ended
+#: run restarts at the next one as soon as a look finds a divergence; the last one runs
+#: to the end and its divergences, if any, fail the convergence checks)
+REMEDY_TARGET_ACCEPT = (0.9, 0.95)
 
 _UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
 _ALIASES = {"": "s", "secs": "s", "seconds": "s", "second": "s", "mins": "min",
@@ -191,7 +195,7 @@ def sample(
         compiled = _compile_nutpie(model)
         t1 = time.perf_counter()
         try:
-            dt, run = run_nutpie(
+            dt, run = _run_with_remedies(
                 compiled,
                 draws=draws,
                 tune=tune,
@@ -261,6 +265,58 @@ def sample(
     return dt, {"compile_s": float("nan"), "sample_s": time.perf_counter() - t0, "stopped": "draws"}
 
 
+def _run_with_remedies(compiled, *, draws, target_accept, seed, **kwargs):
+    """:func:`run_nutpie`; an open-ended run (``draws=None``) whose post-warm-up draws
+    diverge is restarted at the next higher target acceptance rate of
+    :data:`REMEDY_TARGET_ACCEPT` (smaller steps: Betancourt 2017, sec. 6.2; the remedy
+    Stan and PyMC advise), within the same time budget. ``run`` then has ``attempts``:
+    one ``{target_accept, stopped, draws, divergences, seconds}`` per run, and
+    ``target_accept`` the rate of the run kept.
+
+    Betancourt M. A conceptual introduction to Hamiltonian Monte Carlo. arXiv:1701.02434.
+    """
+    rates = [target_accept]
+    if draws is None:
+        rates += [r for r in REMEDY_TARGET_ACCEPT if r > target_accept]
+    attempts = []
+    for k, rate in enumerate(rates):
+        last = k == len(rates) - 1
+        t0 = time.perf_counter()
+        try:
+            tree_k, run_k = run_nutpie(
+                compiled, draws=draws, target_accept=rate,
+                seed=None if seed is None else seed + k, stop_on_divergence=not last, **kwargs
+            )  # fmt: skip
+        except OptionError:
+            if k == 0:
+                raise
+            # the budget ended during the restart's warm-up: keep the divergent run
+            attempts.append({"target_accept": rate, "stopped": "budget", "draws": 0,
+                             "divergences": 0, "seconds": time.perf_counter() - t0})  # fmt: skip
+            run["stopped"], rate = "budget", rates[k - 1]
+            break
+        tree, run = tree_k, run_k
+        attempts.append({
+            "target_accept": rate,
+            "stopped": run["stopped"],
+            "draws": int(tree["posterior"].sizes.get("draw", 0)),
+            "divergences": _divergences(tree),
+            "seconds": time.perf_counter() - t0,
+        })  # fmt: skip
+        if run["stopped"] != "divergent":
+            break
+    if run["stopped"] == "divergent":  # pragma: no cover - the last rate never stops so
+        run["stopped"] = "budget"
+    return tree, {**run, "target_accept": rate, "attempts": attempts}
+
+
+def _divergences(tree) -> int:
+    stats = tree["sample_stats"] if "sample_stats" in tree.children else None
+    if stats is None or "diverging" not in stats:
+        return 0
+    return int(np.asarray(stats["diverging"]).sum())
+
+
 def run_nutpie(
     compiled,
     *,
@@ -274,6 +330,7 @@ def run_nutpie(
     budget_s=DEFAULT_BUDGET_S,
     started: float | None = None,
     poll_s: float = 0.25,
+    stop_on_divergence: bool = False,
     **extra,
 ):
     """Sample a compiled nutpie model in the background until it ends; ``(tree, run)``.
@@ -287,9 +344,13 @@ def run_nutpie(
     cut to the shortest (to the length last checked, for a converged run), so the result
     has one ``draw`` dimension without padding.
 
+    ``stop_on_divergence`` (open-ended runs): stop at the first look, within the first
+    half of the budget, whose draws hold a divergent transition (``stopped="divergent"``),
+    so that the caller can restart with a higher target acceptance rate.
+
     ``run`` reports ``stopped`` (``"converged"``, ``"draws"``, ``"budget"``,
     ``"max_draws"``: an open-ended run that filled :data:`MAX_TRACE_BYTES` unconverged,
-    ``"interrupted"``), ``budget_s`` and ``checks``.
+    ``"divergent"``, ``"interrupted"``), ``budget_s`` and ``checks``.
     """
     import nutpie
 
@@ -333,6 +394,11 @@ def run_nutpie(
                 tree = _common_length(bg.inspect())
                 n_now = int(tree["posterior"].sizes["draw"])
                 checks += 1
+                # a restart needs time: only while half the budget is left
+                early = time.perf_counter() - started < 0.5 * budget_s
+                if stop_on_divergence and early and _divergences(tree) > 0:
+                    stopped, keep = "divergent", n_now
+                    break
                 if n_now >= FIRST_CHECK and mixing_ok(tree):
                     stopped, keep = "converged", n_now
                     break

@@ -160,3 +160,50 @@ def test_open_ended_run_is_capped_by_memory_and_says_so(monkeypatch):
     tree, run = run_nutpie(compiled, draws=None, tune=50, chains=4, seed=3, budget_s=120)
     assert run["stopped"] == "max_draws"
     assert tree["posterior"].sizes["draw"] == 4 * sampling.FIRST_CHECK
+
+
+def _eight_schools_centered():
+    """Rubin's eight schools, centred: the funnel of tau makes NUTS diverge at any
+    target_accept (Betancourt & Girolami 2015)."""
+    import pymc as pm
+
+    y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+    sd = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+    with pm.Model() as m:
+        mu = pm.Normal("mu", 0.0, 5.0)
+        tau = pm.HalfCauchy("tau", 5.0)
+        theta = pm.Normal("theta", mu, tau, shape=8)
+        pm.Normal("y", theta, sd, observed=y)
+    return m
+
+
+def test_divergent_runs_restart_at_higher_target_accept():
+    tree, run = sample(_eight_schools_centered(), sampler="nutpie", draws=None, tune=300,
+                       chains=4, random_seed=5, cores=None, target_accept=0.8, progress=False,
+                       budget=60)  # fmt: skip
+    rates = [a["target_accept"] for a in run["attempts"]]
+    assert rates[0] == 0.8 and rates == sorted(rates) and set(rates) <= {0.8, 0.9, 0.95}
+    # every attempt but the last stopped at its first divergent look, with divergences
+    assert all(a["stopped"] == "divergent" and a["divergences"] > 0 for a in run["attempts"][:-1])
+    assert run["attempts"][-1]["stopped"] != "divergent"
+    assert run["target_accept"] == rates[-1]
+    assert len(rates) > 1  # the funnel diverges at 0.8
+    n_div = int(tree["sample_stats"]["diverging"].sum())
+    assert n_div == run["attempts"][-1]["divergences"]
+
+    # the convergence table says how the run got there
+    from pkpd.models._diagnostics import ConvergenceChecks
+
+    class _Fit(ConvergenceChecks):
+        datatree, info = tree, run
+
+    row = _Fit().convergence().set_index("criterion").loc["sampling ended"]
+    first = run["attempts"][0]
+    assert f"target_accept {rates[-1]:g} after divergent transitions" in row["detail"]
+    assert f"{first['divergences']} at 0.8" in row["detail"]
+
+
+def test_fixed_draws_never_restart():
+    _, run = sample(_eight_schools_centered(), sampler="nutpie", draws=100, tune=100, chains=2,
+                    random_seed=5, cores=None, target_accept=0.8, progress=False)  # fmt: skip
+    assert [a["target_accept"] for a in run["attempts"]] == [0.8]
