@@ -278,7 +278,8 @@ def _run_with_remedies(compiled, *, draws, target_accept, seed, **kwargs):
     rates = [target_accept]
     if draws is None:
         rates += [r for r in REMEDY_TARGET_ACCEPT if r > target_accept]
-    attempts = []
+    attempts: list[dict] = []
+    tree, run = None, {}
     for k, rate in enumerate(rates):
         last = k == len(rates) - 1
         t0 = time.perf_counter()
