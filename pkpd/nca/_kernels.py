@@ -322,9 +322,17 @@ def auc_to_index(t, c, stop, method, tmax):
         c2 = c[i + 1]
         if c1 == 0.0 and c2 == 0.0:
             continue
-        lg = use_log(method, c1, c2, t[i + 1], tmax)
-        auc += auc_segment(t[i], c1, t[i + 1], c2, lg)
-        aumc += aumc_segment(t[i], c1, t[i + 1], c2, lg)
+        if use_log(method, c1, c2, t[i + 1], tmax):
+            # auc_segment and aumc_segment (log) share ln(C2/C1): computed once, same values
+            dt = t[i + 1] - t[i]
+            d = c2 - c1
+            k = math.log1p(d / c1)
+            a = dt * d / k
+            auc += a
+            aumc += t[i] * a + c1 * dt * dt * _moment_kernel(k)
+        else:
+            auc += auc_segment(t[i], c1, t[i + 1], c2, False)
+            aumc += aumc_segment(t[i], c1, t[i + 1], c2, False)
     return auc, aumc
 
 
@@ -338,6 +346,8 @@ def lambda_z_fit(t, c, n, tmax, dose_end, excl, incl, min_hl, factor, allow_tmax
     Candidates: c > 0, t > dose_end, t > tmax (>= when allow_tmax), not excluded.
     With any ``incl`` flag set, exactly the included points (c > 0) are fitted.
     One backward pass accumulates the sums of every window of the last k points.
+    ``scratch`` holds at least ``3 n + 2`` floats: the windows' adjusted R2 and slope,
+    then ln C of each candidate (computed once, used by every pass).
     """
     manual = False
     for i in range(n):
@@ -370,8 +380,11 @@ def lambda_z_fit(t, c, n, tmax, dose_end, excl, incl, min_hl, factor, allow_tmax
         if m < min_hl:
             return NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, C.R_TOO_FEW_HL_POINTS, m
         min_k = min_hl
+    logs = 2 * n + 2  # ln C of candidate j at scratch[logs + j], after the window pairs
+    for j in range(m):
+        scratch[logs + j] = math.log(c[idx[j]])
     tref = t[idx[m - 1]]
-    yref = math.log(c[idx[m - 1]])
+    yref = scratch[logs + m - 1]
     sx = 0.0
     sy = 0.0
     sxx = 0.0
@@ -383,7 +396,7 @@ def lambda_z_fit(t, c, n, tmax, dose_end, excl, incl, min_hl, factor, allow_tmax
     for j in range(m - 1, -1, -1):
         i = idx[j]
         x = t[i] - tref
-        y = math.log(c[i]) - yref
+        y = scratch[logs + j] - yref
         sx += x
         sy += y
         sxx += x * x
@@ -432,7 +445,7 @@ def lambda_z_fit(t, c, n, tmax, dose_end, excl, incl, min_hl, factor, allow_tmax
     for j in range(j0, m):
         i = idx[j]
         mx += t[i]
-        my += math.log(c[i])
+        my += scratch[logs + j]
     mx /= k
     my /= k
     vxx = 0.0
@@ -441,7 +454,7 @@ def lambda_z_fit(t, c, n, tmax, dose_end, excl, incl, min_hl, factor, allow_tmax
     for j in range(j0, m):
         i = idx[j]
         dx = t[i] - mx
-        dy = math.log(c[i]) - my
+        dy = scratch[logs + j] - my
         vxx += dx * dx
         vxy += dx * dy
         vyy += dy * dy
@@ -449,7 +462,7 @@ def lambda_z_fit(t, c, n, tmax, dose_end, excl, incl, min_hl, factor, allow_tmax
     ssres = 0.0
     for j in range(j0, m):
         i = idx[j]
-        r = math.log(c[i]) - my - slope * (t[i] - mx)
+        r = scratch[logs + j] - my - slope * (t[i] - mx)
         ssres += r * r
     r2 = 1.0 - ssres / vyy if vyy > 0.0 else NAN
     adj = 1.0 - (1.0 - r2) * (k - 1) / (k - 2) if k > 2 else NAN
@@ -718,7 +731,11 @@ def nca_all_intervals(
     lz_used,
     n_chunks,
 ):
-    """Primary parameters of every interval, chunked over threads."""
+    """Primary parameters of every interval, chunked over threads.
+
+    ``out`` (float64) and ``reason`` (int8) are ``(N_PRIMARY, n_intervals)``: one
+    contiguous row per parameter, which the result tables use without copying.
+    """
     n_iv = iv_group.shape[0]
     max_len = 1
     for g in range(offsets.shape[0] - 1):
@@ -733,7 +750,7 @@ def nca_all_intervals(
         ib = np.zeros(size, dtype=np.bool_)
         kb = np.empty(size, dtype=np.int64)
         iscratch = np.empty(size, dtype=np.int64)
-        scratch = np.empty(2 * size)
+        scratch = np.empty(3 * size)
         imputed = np.empty(2)
         lo = ch * chunk
         hi = min(n_iv, lo + chunk)
@@ -754,8 +771,8 @@ def nca_all_intervals(
                 iv_dose_end[k],
                 iv_route[k],
                 opts,
-                out[k],
-                reason[k],
+                out[:, k],
+                reason[:, k],
                 flags[pt_offsets[k] : pt_offsets[k + 1]],
                 lz_used[pt_offsets[k] : pt_offsets[k + 1]],
                 tb,

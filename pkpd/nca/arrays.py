@@ -249,16 +249,16 @@ def nca_arrays(
     n_pts = int(pt_offsets[-1])
     flags = np.zeros(n_pts, dtype=np.int8)
     lz_used = np.zeros(n_pts, dtype=np.bool_)
-    out = np.empty((n_iv, K.N_PRIMARY))
-    reason = np.empty((n_iv, K.N_PRIMARY), dtype=np.int8)
+    out = np.empty((K.N_PRIMARY, n_iv))  # one contiguous row per parameter
+    reason = np.empty((K.N_PRIMARY, n_iv), dtype=np.int8)
     if n_iv:
         K.nca_all_intervals(
             time, conc, blq_a, excl, incl, offsets, ig, start, end, dose_end_a, route_a,
             i0, i1, pt_offsets, options.to_vector(), out, reason, flags, lz_used,
             _n_chunks(n_iv),
         )  # fmt: skip
-    values = {name: out[:, j] for j, name in enumerate(K.PRIMARY_NAMES)}
-    reasons = {name: reason[:, j] for j, name in enumerate(K.PRIMARY_NAMES)}
+    values = {name: out[j] for j, name in enumerate(K.PRIMARY_NAMES)}
+    reasons = {name: reason[j] for j, name in enumerate(K.PRIMARY_NAMES)}
     tau = end - start
     compute_derived(
         values, reasons, {"DOSE": dose_a, "DURATION": dur_a, "TAU": tau},

@@ -591,32 +591,25 @@ class NCAResult:
         return keys
 
     @cached_property
+    def _wide_base(self) -> pd.DataFrame:
+        """The wide table over the engine's own arrays (no copy); see :attr:`wide`."""
+        cols = self._key_columns()
+        values = self.arrays["values"]
+        for mask, code in self._reported:
+            cols[code] = values[code] if mask is None else np.where(mask, values[code], np.nan)
+        return pd.DataFrame(cols, copy=False)
+
+    @cached_property
     def wide(self) -> pd.DataFrame:
         """One row per profile x interval, one float column per reported code.
 
-        Built straight from the engine's arrays: START, END and the values go into one
-        float64 block (one copy of each column, NaN where a row does not report the
-        code) that the DataFrame uses as it is; the key columns are added in front.
+        Columnar, straight from the engine's arrays: each column is the engine's output
+        array itself (a copy only where some rows do not report the code, set to NaN).
+        The frame is a copy-on-write view of an internal one, so changing ``wide``
+        copies the changed column and leaves the engine's arrays, and so ``long``, as
+        they were.
         """
-        keys = self._key_columns()
-        values = self.arrays["values"]
-        reported = self._reported
-        n = len(keys["START"])
-        block = np.empty((2 + len(reported), n))
-        block[0] = keys.pop("START")
-        block[1] = keys.pop("END")
-        for j, (mask, code) in enumerate(reported, start=2):
-            if mask is None:
-                block[j] = values[code]
-            else:
-                block[j] = np.nan
-                np.copyto(block[j], values[code], where=mask)
-        frame = pd.DataFrame(
-            block.T, columns=["START", "END", *(code for _, code in reported)], copy=False
-        )
-        for i, (name, column) in enumerate(keys.items()):
-            frame.insert(i, name, column)
-        return frame
+        return self._wide_base.copy(deep=False)
 
     @cached_property
     def long(self) -> pd.DataFrame:

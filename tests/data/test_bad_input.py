@@ -510,7 +510,7 @@ def test_dask_reads_datetime_time_with_a_unit():
     numeric = nm()
     dated = nm(TIME=datetimes(numeric["TIME"]))
     lazy = pkpd.nca(dd.from_pandas(dated, npartitions=1), units={"time": "h"})
-    got = quiet(lazy.compute, scheduler="sync")["long"]
+    got = quiet(lazy.compute, ("long",), scheduler="sync")["long"]
     expected = run_nca(numeric, units={"time": "h"}).long
     pd.testing.assert_frame_equal(
         got.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False

@@ -662,3 +662,17 @@ def test_wide_is_built_without_the_long_table():
     np.testing.assert_array_equal(wide.set_index("ID")[codes].to_numpy(), long[codes].to_numpy())
     res2 = run(pd.DataFrame(rows))
     assert len(res2.excluded) == 0 and "points" not in vars(res2)
+
+
+def test_changing_wide_leaves_the_results_as_they_were():
+    # wide is built over the engine's arrays without a copy; writing into it must not
+    # reach them (nor the long table built from them afterwards)
+    res = run(conc_table(ids=(1, 2)), dose=100)
+    cmax = res.arrays["values"]["CMAX"].copy()
+    wide = res.wide
+    wide.loc[0, "CMAX"] = -1.0
+    wide["AUCLST"] *= 2
+    np.testing.assert_array_equal(res.arrays["values"]["CMAX"], cmax)
+    assert value(res, "CMAX", ID=1) == cmax[0] and res.wide is wide
+    long = res.long
+    assert long.loc[(long["ID"] == 1) & (long["PPTESTCD"] == "CMAX"), "PPORRES"].item() == 10.0
