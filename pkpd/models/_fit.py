@@ -270,19 +270,29 @@ class PopulationFit(ConvergenceChecks):
     def individual(self, prob: float = 0.9, n_draws: int | None = 1000) -> pd.DataFrame:
         """One row per subject: posterior median and ``prob`` interval of the individual
         parameters and the model's derived exposures (``<name>``, ``<name>_lo``,
-        ``<name>_hi``)."""
-        draws = self.draws(n_draws)
-        theta = self._theta(draws)
-        extra = self.model.extra_from_draws(draws, self.data)
-        derived = self.model.derived(theta, extra, self.data)
-        columns = {}
-        for name, values in self.model.individual_columns(theta, derived).items():
-            columns[name] = _quantile(values, 0.5)
-            columns[f"{name}_lo"] = _quantile(values, (1 - prob) / 2)
-            columns[f"{name}_hi"] = _quantile(values, 1 - (1 - prob) / 2)
-        out = pd.DataFrame(columns)
-        out.insert(0, "ID", self.data.subjects)
-        return out
+        ``<name>_hi``).
+
+        The table is computed once per ``(prob, n_draws)`` and posterior (derived
+        exposures such as the smooth model's AUC integrate every draw of every subject:
+        tens of seconds for a few thousand draws); each call returns a copy.
+        """
+        key = (float(prob), n_draws)
+        cache = self.__dict__.setdefault("_individual_cache", {})
+        tree, table = cache.get(key, (None, None))
+        if tree is not self.datatree:  # first call, or the posterior was replaced
+            draws = self.draws(n_draws)
+            theta = self._theta(draws)
+            extra = self.model.extra_from_draws(draws, self.data)
+            derived = self.model.derived(theta, extra, self.data)
+            columns = {}
+            for name, values in self.model.individual_columns(theta, derived).items():
+                columns[name] = _quantile(values, 0.5)
+                columns[f"{name}_lo"] = _quantile(values, (1 - prob) / 2)
+                columns[f"{name}_hi"] = _quantile(values, 1 - (1 - prob) / 2)
+            table = pd.DataFrame(columns)
+            table.insert(0, "ID", self.data.subjects)
+            cache[key] = (self.datatree, table)
+        return table.copy()
 
     def compare_nca(self, prob: float = 0.9) -> pd.DataFrame:
         """Model-derived exposures side by side with NCA of the observed data.

@@ -836,3 +836,24 @@ def test_load_errors(tmp_path):
     xr.DataTree(xr.Dataset(attrs={"pkpd_model": "Nope"})).to_zarr(path)
     with pytest.raises(OptionError, match="known model"):
         load(path)
+
+
+def test_individual_is_computed_once_per_posterior(small_fit):
+    """individual() keeps its table per (prob, n_draws) and posterior: a repeated call
+    returns an equal copy (a caller's edits do not leak), a new posterior recomputes."""
+    import copy
+
+    first = small_fit.individual(n_draws=200)
+    first.loc[:, "Cmax"] = -1.0
+    again = small_fit.individual(n_draws=200)
+    assert (again["Cmax"] > 0).all()
+    # the median Cmax is the median of the thinned Cmax_i draws (a hand computation)
+    idx = small_fit._sample_index(200)
+    cmax_i = np.asarray(small_fit.posterior["Cmax_i"]).reshape(-1, small_fit.data.n_subjects)
+    np.testing.assert_allclose(again["Cmax_par"], np.median(cmax_i[idx], axis=0), rtol=1e-12)
+    # the same fit with every Cmax_i doubled: a new datatree, a new table
+    other = copy.copy(small_fit)
+    tree = small_fit.datatree.copy(deep=True)
+    tree["posterior"]["Cmax_i"] = tree["posterior"]["Cmax_i"] * 2.0
+    other.datatree = tree
+    np.testing.assert_allclose(other.individual(n_draws=200)["Cmax_par"], 2 * again["Cmax_par"])
