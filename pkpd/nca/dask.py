@@ -144,12 +144,15 @@ def nca_dask(
     id_col = group_cols[0]
     used = _used_columns(data._meta, roles, group_cols, options.get("dose"))
     data = data[used]
-    data = _with_row_numbers(data)
+    if ROW in data.columns:
+        raise ColumnError(f"The data must not have a column named {ROW!r} (pkpd uses it).")
 
     keep = (index_is_id or data.npartitions == 1) if partitioned is None else partitioned
     shuffle = not keep
+    lengths = None
     if partitioned and verify and data.npartitions > 1:
-        _verify_partitions(data, id_col)
+        lengths = _verify_partitions(data, id_col)
+    data = _with_row_numbers(data, lengths)
     if shuffle:
         data = data.shuffle(on=id_col, npartitions=npartitions, shuffle_method=shuffle_method)
 
@@ -241,7 +244,8 @@ class NCADaskResult:
         The default, :data:`DEFAULT_TABLES` (``wide`` and ``excluded``), does not build
         the ``long`` table.
 
-        ``kwargs`` go to ``DataFrame.to_parquet`` (``write_index`` defaults to False),
+        ``kwargs`` go to ``DataFrame.to_parquet`` (``write_index`` defaults to False,
+        ``use_dictionary`` to the columns that are not floats),
         ``compute_kwargs`` to ``dask.compute`` (e.g. ``{"scheduler": "sync"}``).
         """
         import dask
@@ -249,9 +253,12 @@ class NCADaskResult:
         kwargs.setdefault("write_index", False)
         names = self._names(tables)
         writes = [
-            self._tables[n].to_parquet(os.path.join(os.fspath(path), n), compute=False, **kwargs)
+            self._tables[n].to_parquet(
+                os.path.join(os.fspath(path), n), compute=False,
+                **{"use_dictionary": _dictionary_columns(self._tables[n]._meta), **kwargs},
+            )
             for n in names
-        ]
+        ]  # fmt: skip
         dask.compute(*writes, **dict(compute_kwargs or {}))
 
     @staticmethod
@@ -265,6 +272,15 @@ class NCADaskResult:
     def __repr__(self) -> str:
         how = "shuffled by" if self.shuffled else "partitioned by"
         return f"<NCADaskResult: {self.npartitions} partitions, {how} {self.id_col!r} (lazy)>"
+
+
+def _dictionary_columns(meta: pd.DataFrame) -> list[str]:
+    """Columns worth Parquet dictionary encoding: all but the float ones.
+
+    Float results are nearly all distinct: pyarrow would build a dictionary for each and
+    drop it, which takes about three times as long as writing the values plainly.
+    """
+    return [str(c) for c in meta.columns if meta[c].dtype.kind != "f"]
 
 
 # ---- graph construction (client side) ------------------------------------------------------
@@ -329,35 +345,42 @@ def _used_columns(meta: pd.DataFrame, roles, group_cols, dose) -> list[str]:
     return [c for c in meta.columns if c in used]  # input order
 
 
-def _with_row_numbers(data):
-    """Add :data:`ROW`: 0..n-1 over the partitions in order (lazy prefix sum of lengths)."""
-    if ROW in data.columns:
-        raise ColumnError(f"The data must not have a column named {ROW!r} (pkpd uses it).")
+def _with_row_numbers(data, lengths: np.ndarray | None = None):
+    """Add :data:`ROW`: 0..n-1 over the partitions in order.
+
+    With the partition ``lengths`` known (the partition check counts them), each partition
+    gets its start directly; otherwise the lengths are a lazy pass over the first column.
+    """
+    meta = data._meta.assign(**{ROW: np.array([], dtype=np.int64)})
+    if lengths is not None:
+        starts = tuple(int(x) for x in np.cumsum(lengths) - lengths)
+        return data.map_partitions(_add_known_row_numbers, starts, meta=meta)
     first = data.columns[0]
     lengths = data[first].map_partitions(
         _partition_length, meta=pd.Series([], dtype=np.int64), clear_divisions=True
     )
     starts = lengths.cumsum() - lengths
-    meta = data._meta.assign(**{ROW: np.array([], dtype=np.int64)})
     return data.map_partitions(_add_row_numbers, starts, meta=meta, align_dataframes=False)
 
 
-def _verify_partitions(data, id_col: str) -> None:
+def _verify_partitions(data, id_col: str) -> np.ndarray | None:
     """Raise DataError naming the subjects found in more than one partition.
 
-    First the id range (min, max) of every partition: when the ranges do not overlap no
-    subject can be in two partitions, and only one row per partition reaches the client.
-    Otherwise (or for ids that cannot be ordered) the ids of every partition are compared.
+    First the id range (min, max) and length of every partition: when the ranges do not
+    overlap no subject can be in two partitions, and only one row per partition reaches
+    the client; the lengths are returned (for the row numbers). Otherwise (or for ids
+    that cannot be ordered) the ids of every partition are compared, and None returned.
     """
-    if _disjoint_id_ranges(data, id_col):
-        return
+    disjoint, lengths = _id_ranges(data, id_col)
+    if disjoint:
+        return lengths
     meta = pd.DataFrame(
         {"id": data._meta[id_col].iloc[0:0], "partition": np.array([], dtype=np.int64)}
     )
     found = data[id_col].map_partitions(_ids_of_partition, meta=meta).compute()
     dup = found["id"].duplicated(keep=False)
     if not dup.any():
-        return
+        return None
     split = found[dup].groupby("id", sort=False)["partition"].apply(list)
     shown = "; ".join(f"subject {_plain(s)!r} in partitions {p}" for s, p in split.iloc[:5].items())
     more = f" and {len(split) - 5} more subject(s)" if len(split) > 5 else ""
@@ -369,17 +392,26 @@ def _verify_partitions(data, id_col: str) -> None:
     )
 
 
-def _disjoint_id_ranges(data, id_col: str) -> bool:
-    """Whether the partitions' id ranges [min, max] are pairwise disjoint."""
+def _id_ranges(data, id_col: str) -> tuple[bool, np.ndarray | None]:
+    """Whether the partitions' id ranges [min, max] are pairwise disjoint, and their lengths."""
     ids = data._meta[id_col].iloc[0:0]
-    meta = pd.DataFrame({"lo": ids, "hi": ids, "n": np.array([], dtype=np.int64)})
+    i8 = np.array([], dtype=np.int64)
+    meta = pd.DataFrame({"lo": ids, "hi": ids, "n": i8, "rows": i8, "partition": i8})
     try:
         ranges = data[id_col].map_partitions(_id_range_of_partition, meta=meta).compute()
-        ranges = ranges[ranges["n"] > 0].sort_values("lo", kind="stable")
-        lo, hi = ranges["lo"].to_numpy(), ranges["hi"].to_numpy()
-        return bool((hi[:-1] < lo[1:]).all())
     except TypeError:  # ids that cannot be ordered (mixed types): compare the ids themselves
-        return False
+        return False, None
+    lengths = np.zeros(data.npartitions, dtype=np.int64)  # partitions absent are empty
+    numbers = ranges["partition"].to_numpy()
+    lengths[numbers] = ranges["rows"].to_numpy()
+    if (numbers < 0).any():  # no partition numbers: the row numbers count the lengths lazily
+        lengths = None
+    ranges = ranges[ranges["n"] > 0].sort_values("lo", kind="stable")
+    lo, hi = ranges["lo"].to_numpy(), ranges["hi"].to_numpy()
+    try:
+        return bool((hi[:-1] < lo[1:]).all()), lengths
+    except TypeError:
+        return False, lengths
 
 
 def _metas(meta: pd.DataFrame, group_cols: list[str], options: dict) -> dict[str, pd.DataFrame]:
@@ -488,18 +520,29 @@ def _partition_length(s: pd.Series) -> pd.Series:
     return pd.Series([len(s)], dtype=np.int64)
 
 
+def _add_known_row_numbers(part: pd.DataFrame, starts, partition_info=None) -> pd.DataFrame:
+    first = starts[partition_info["number"]]
+    return part.assign(**{ROW: np.arange(first, first + len(part), dtype=np.int64)})
+
+
 def _add_row_numbers(part: pd.DataFrame, start: pd.Series) -> pd.DataFrame:
     first = int(start.iloc[0]) if len(start) else 0
     return part.assign(**{ROW: np.arange(first, first + len(part), dtype=np.int64)})
 
 
-def _id_range_of_partition(s: pd.Series) -> pd.DataFrame:
+def _id_range_of_partition(s: pd.Series, partition_info=None) -> pd.DataFrame:
+    """One row: smallest and largest id, non-missing ids, rows, partition number (none
+    for an empty partition)."""
+    number = partition_info["number"] if partition_info else -1
     ids = s.dropna()
-    if len(ids) == 0:
-        return pd.DataFrame({"lo": s.iloc[0:0], "hi": s.iloc[0:0], "n": np.array([], np.int64)})
-    return pd.DataFrame({"lo": [ids.min()], "hi": [ids.max()], "n": [len(ids)]}).astype(
-        {"lo": s.dtype, "hi": s.dtype}
-    )
+    if len(s) == 0:
+        empty = np.array([], dtype=np.int64)
+        return pd.DataFrame({"lo": s, "hi": s, "n": empty, "rows": empty, "partition": empty})
+    bounds = (ids.min(), ids.max()) if len(ids) else (s.iloc[0], s.iloc[0])
+    return pd.DataFrame(
+        {"lo": [bounds[0]], "hi": [bounds[1]], "n": [len(ids)], "rows": [len(s)],
+         "partition": [number]}
+    ).astype({"lo": s.dtype, "hi": s.dtype})  # fmt: skip
 
 
 def _ids_of_partition(s: pd.Series, partition_info=None) -> pd.DataFrame:
