@@ -233,6 +233,11 @@ def one_fit(seed: int, prior_set: str, budget, target_accept=None, bsv=None) -> 
         "load": [load0, load1],
         "compile_s": float(fit.info.get("compile_s", np.nan)),
         "stopped": fit.info.get("stopped"),
+        "final_target_accept": fit.info.get("target_accept"),
+        "attempts": [
+            {k: (v if isinstance(v, str) else float(v)) for k, v in a.items()}
+            for a in fit.info.get("attempts", [])
+        ],
         "draws_per_chain": int(post.sizes["draw"]),
         "chains": int(post.sizes["chain"]),
         "converged": bool(conv["ok"].all()),
@@ -270,18 +275,24 @@ def report(runs: list[dict], env: dict, loads) -> str:
         f"{env['cpu_count']} CPUs\n"
     )
     out.append(
-        "| seed | prior set | BLQ | converged | stopped | draws/chain | div | max r_hat | "
-        "min ESS bulk / tail | wall s | load |"
+        "| seed | prior set | BLQ | converged | stopped | runs (target_accept: divergences) "
+        "| draws/chain | div | max r_hat | min ESS bulk / tail | E-BFMI min | wall s | load |"
     )
-    out.append("|---:|---|---:|---|---|---:|---:|---|---|---:|---|")
+    out.append("|---:|---|---:|---|---|---|---:|---:|---|---|---:|---:|---|")
     for r in runs:
         rh, eb, et = (_criterion(r, n) for n in ("r_hat max", "ess_bulk min", "ess_tail min"))
         div = _criterion(r, "divergences")
+        bfmi = _criterion(r, "E-BFMI min")
+        tries = (
+            ", ".join(f"{a['target_accept']:g}: {a['divergences']:.0f}" for a in r["attempts"])
+            or f"{r['target_accept']:g}"
+        )
         out.append(
             f"| {r['seed']} | {r['prior_set']} | {100 * r['blq_fraction']:.0f}% | "
-            f"{'yes' if r['converged'] else 'no'} | {r['stopped']} | {r['draws_per_chain']} | "
-            f"{div['value']:.0f} | {rh['value']:.4f} ({rh['detail']}) | "
-            f"{eb['value']:.0f} / {et['value']:.0f} | {r['wall_s']:.0f} | "
+            f"{'yes' if r['converged'] else 'no'} | {r['stopped']} | {tries} | "
+            f"{r['draws_per_chain']} | {div['value']:.0f} | {rh['value']:.4f} ({rh['detail']}) | "
+            f"{eb['value']:.0f} / {et['value']:.0f} | "
+            f"{bfmi['value'] if bfmi else float('nan'):.2f} | {r['wall_s']:.0f} | "
             f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |"
         )
     out.append("\nTypical Cmax (copies/ug) and Tmax (d) per product, median [90% interval]:\n")
