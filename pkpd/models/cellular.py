@@ -37,6 +37,10 @@ Stein AM, et al. *CPT Pharmacometrics Syst Pharmacol* 2019;8:285-295 (model and
 typical values, tisagenlecleucel, N=90).
 Ogasawara K, et al. lisocabtagene maraleucel cellular kinetics (lag 3.27 d,
 Tmax 9.29 d; N=261), 2021.
+CARVYKTI (ciltacabtagene autoleucel) prescribing information, CARTITUDE-1 cellular
+kinetics (Cmax mean 48,692, SD 27,174 copies/ug; Tmax median 12.7 d): the
+``bcma_car_t`` prior set, with equecabtagene autoleucel (CT103A, FUMANBA-1; Tmax
+~14 d).
 """
 
 from __future__ import annotations
