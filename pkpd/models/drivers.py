@@ -1159,7 +1159,8 @@ class DrugDriver(Driver):
         ----------
         table
             One row per subject: ``ID`` and the PK model's parameters (SelinexorPK:
-            ``CL, Vc, Q, Vp`` and ``ka`` or ``delta_ka``; natural scale, the model's units), e.g. the
+            ``CL, Vc, Q, Vp`` and ``ka`` or ``delta_ka``; natural scale, the model's
+            units), e.g. the
             ``return_truth`` table of :meth:`PopPK.simulate
             <pkpd.models.PopPK.simulate>`.
         doses

@@ -323,8 +323,14 @@ def test_faster_options_names_and_config():
         model.simulate(2, doses=[{"TIME": 0.0, "AMT": 1.0}], times=[1.0],
                        typical={"ka": 1.0, "delta_ka": 0.5})  # fmt: skip
     # a truth stated on ka (as published) is simulated by the free-ka model
-    on_ka = {"typical": {"CL": 5.0, "V": 40.0, "ka": 0.8}, "omega": {"ka": 0.4}, "seed": 4,
-             "doses": [{"TIME": 0.0, "AMT": 10.0}], "times": [1.0, 2.0], "return_truth": True}  # fmt: skip
+    on_ka = {
+        "typical": {"CL": 5.0, "V": 40.0, "ka": 0.8},
+        "omega": {"ka": 0.4},
+        "seed": 4,
+        "doses": [{"TIME": 0.0, "AMT": 10.0}],
+        "times": [1.0, 2.0],
+        "return_truth": True,
+    }
     sim, true = model.simulate(3, **on_ka)
     sim_free, true_free = PopPK(1, **FREE).simulate(3, **on_ka)
     pd.testing.assert_frame_equal(sim, sim_free)
