@@ -34,6 +34,7 @@ Beal SL. Ways to fit a PK model with some data below the quantification limit.
 from __future__ import annotations
 
 import time as _time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -41,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
-from pkpd.errors import OptionError
+from pkpd.errors import OptionError, PKPDWarning
 from pkpd.models._data import ModelData
 from pkpd.models._priors import CovariateEffect, Prior
 from pkpd.models._residual import Additive, Combined, Proportional, ResidualError
@@ -116,6 +117,9 @@ class PopulationModel:
     model_name = "PopulationModel"
     #: NUTS target acceptance rate when ``fit(target_accept=None)``
     default_target_accept = 0.8
+    #: with ``bsv=None``, the structural parameters in the order the data inform them
+    #: (see :meth:`design_bsv`); empty: BSV on every parameter whatever the design
+    bsv_priority: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -143,6 +147,8 @@ class PopulationModel:
                 )
             self.priors[key] = prior if isinstance(prior, Prior) else Prior.from_dict(prior)
         self.bsv = list(names if bsv is None else bsv)
+        #: whether fit() may restrict the default BSV to what the design informs
+        self.bsv_auto = bsv is None and bool(self.bsv_priority)
         unknown = [b for b in self.bsv if b not in names]
         if unknown:
             raise OptionError(f"bsv= names unknown parameter(s) {unknown}; known: {names}.")
@@ -476,12 +482,74 @@ class PopulationModel:
             Check convergence after sampling and warn (:class:`ConvergenceWarning`)
             listing every failed criterion.
         """
-        from pkpd.models._fit import PopulationFit
-        from pkpd.models._sampling import check_sampler, sample_with_info
+        from pkpd.models._sampling import check_sampler
 
         t0 = _time.perf_counter()
         check_sampler(sampler)
         d = data if isinstance(data, ModelData) else self.prepare(data)
+        model, design = self.for_design(d)
+        return model._fit_prepared(d, t0, design, draws=draws, tune=tune, chains=chains,
+                                   random_seed=random_seed, sampler=sampler, cores=cores,
+                                   target_accept=target_accept, progress=progress, check=check,
+                                   budget=budget, **sampler_kwargs)  # fmt: skip
+
+    def design_bsv(self, d: ModelData) -> list[str] | None:
+        r"""The parameters with BSV on a sparse design, or ``None`` to keep :attr:`bsv`.
+
+        With ``bsv=None`` and a class that states :attr:`bsv_priority`, a subject gets no
+        more random effects than the median subject has samples:
+
+        .. math::
+
+            k = \operatorname{median}_i n_i, \qquad
+            \text{BSV on the first } \max(2, \min(k, P)) \text{ of } \texttt{bsv\_priority}
+
+        with :math:`n_i` the samples of subject :math:`i` (BLQ records included: under
+        M3 they inform too) and :math:`P` the number of parameters. The other parameters
+        are shared by all subjects (their typical values are still estimated). On a
+        design of 4 samples per subject (days 7, 14, 30, 100) six or seven random effects
+        per subject leave the late-phase ones (beta, FB) to the prior, and their funnels
+        with sigma and the omegas make NUTS diverge (``benchmarks/ck_sparse.py``).
+        """
+        if not getattr(self, "bsv_auto", False):
+            return None
+        counts = np.bincount(np.asarray(d.obs_subject, dtype=np.int64), minlength=d.n_subjects)
+        k = int(np.median(counts)) if len(counts) else 0
+        order = [p for p in self.bsv_priority if p in self.bsv]
+        order += [p for p in self.bsv if p not in order]
+        if k >= len(order):
+            return None
+        return order[: max(2, k)]
+
+    def for_design(self, d: ModelData):
+        """``(model, design)``: this model, or a copy with :meth:`design_bsv`'s BSV and
+        ``design`` (``{"median_samples", "bsv", "shared"}``) saying why."""
+        keep = self.design_bsv(d)
+        if keep is None:
+            return self, None
+        cfg = self.config()
+        cfg["bsv"] = keep
+        cfg["centered"] = [c for c in cfg.get("centered", []) if c in keep]
+        model = type(self).from_config(cfg)
+        counts = np.bincount(np.asarray(d.obs_subject, dtype=np.int64), minlength=d.n_subjects)
+        shared = [b for b in self.bsv if b not in keep]
+        design = {"median_samples": int(np.median(counts)), "bsv": keep, "shared": shared}
+        warnings.warn(
+            f"{self.model_name}: between-subject variability on {', '.join(keep)} only; "
+            f"{', '.join(shared)} shared by all subjects: the median subject has "
+            f"{design['median_samples']} samples, fewer than the {len(self.bsv)} parameters "
+            "with BSV by default (a sparse design informs the late phase of few subjects). "
+            "Pass bsv=[...] to choose yourself.",
+            PKPDWarning,
+            stacklevel=3,
+        )
+        return model, design
+
+    def _fit_prepared(self, d, t0, design, *, draws, tune, chains, random_seed, sampler, cores,
+                      target_accept, progress, check, budget, **sampler_kwargs):  # fmt: skip
+        from pkpd.models._fit import PopulationFit
+        from pkpd.models._sampling import sample_with_info
+
         dt, info = sample_with_info(
             self.build_model(d),
             sampler=sampler,
@@ -496,6 +564,8 @@ class PopulationModel:
             budget=budget,
             **sampler_kwargs,
         )
+        if design is not None:
+            info["bsv_design"] = design
         fit = PopulationFit(self, d, dt, info)
         if check:
             fit.check_convergence(warn=True)

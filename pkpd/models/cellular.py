@@ -220,6 +220,10 @@ class CellularKinetics(PopulationModel):
     #: the kink at Tmax needs smaller steps: 0.9 removed the occasional divergences
     #: seen at 0.8 (6 of 6 benchmark cohorts/seeds, 0 divergences; see benchmarks/README)
     default_target_accept = 0.9
+    #: the order in which a sparse design informs the parameters (see
+    #: :meth:`~pkpd.models.PopulationModel.design_bsv`): the peak (Cmax, Tmax), the
+    #: expansion (foldx), the first decline (alpha), then the late phase and the lag
+    bsv_priority = ("Cmax", "Tmax", "foldx", "alpha", "FB", "beta", "lag_fraction")
 
     def __init__(
         self,
