@@ -224,7 +224,8 @@ def one_fit(seed: int, prior_set: str, budget, target_accept=None, bsv=None) -> 
         "seed": seed,
         "prior_set": prior_set,
         "target_accept": target_accept or model.default_target_accept,
-        "bsv": list(model.bsv),
+        "bsv": list(fit.model.bsv),  # as fitted: a sparse design may restrict the default
+        "bsv_design": fit.info.get("bsv_design"),
         "n_obs": len(obs),
         "blq_fraction": float(obs["BLQ"].mean()),
         "blq_by_day": {f"{t:g}": float(obs.loc[obs["TIME"] == t, "BLQ"].mean()) for t in TIMES},
@@ -269,8 +270,9 @@ def report(runs: list[dict], env: dict, loads) -> str:
         f"{2 * N_PER_PRODUCT} subjects ({', '.join(PRODUCTS)}: {N_PER_PRODUCT} each), days "
         f"{', '.join(f'{t:g}' for t in TIMES)}, LLOQ {LLOQ:g}; smooth CellularKinetics "
         f"(w 0.1), covariates Cmax~PRODUCT, Tmax~PRODUCT; fit(data, random_seed=seed) with "
-        f"defaults (target_accept {runs[0]['target_accept']:g}; BSV on "
-        f"{', '.join(runs[0]['bsv'])}); load average "
+        f"defaults (target_accept {runs[0]['target_accept']:g}; BSV as fitted: "
+        f"{', '.join(runs[0]['bsv'])}"
+        f"{' (design-aware default)' if runs[0].get('bsv_design') else ''}); load average "
         f"{loads[0]:.1f} -> {loads[1]:.1f}; nutpie {env['nutpie']}, pymc {env['pymc']}, "
         f"{env['cpu_count']} CPUs\n"
     )
