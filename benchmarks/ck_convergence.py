@@ -2,7 +2,7 @@
 
 Run from the repository root (see ``benchmarks/README.md``)::
 
-    .venv/bin/python benchmarks/ck_convergence.py                       # 8 fits x 2 lengths
+    .venv/bin/python benchmarks/ck_convergence.py                       # 8 default fits
     .venv/bin/python benchmarks/ck_convergence.py --draws 1000,4000 --seeds 1:1,1:2
     .venv/bin/python benchmarks/ck_convergence.py --quick               # smoke test
 
@@ -48,7 +48,11 @@ TYPICAL = ("Cmax", "Tmax", "foldx", "alpha", "beta", "FB")
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default=DEFAULT_SEEDS, help="data:sampler seed pairs")
-    p.add_argument("--draws", default="1000,2000", help="draws per chain, comma-separated")
+    p.add_argument(
+        "--draws",
+        default="auto",
+        help="draws per chain, comma-separated; 'auto' = the default fit (until converged)",
+    )
     p.add_argument("--tune", type=int, default=1000)
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--quick", action="store_true", help="2 seeds, 4 x 100 after 100")
@@ -57,7 +61,7 @@ def parse(argv=None) -> argparse.Namespace:
     if a.quick:
         a.seeds, a.draws, a.tune = "1:1,1:2", "100", 100
     a.seed_pairs = [tuple(int(x) for x in s.split(":")) for s in a.seeds.split(",")]
-    a.draw_list = [int(x) for x in a.draws.split(",")]
+    a.draw_list = [None if x.strip() == "auto" else int(x) for x in a.draws.split(",")]
     return a
 
 
@@ -94,6 +98,7 @@ def one_fit(data_seed: int, fit_seed: int, draws: int, args) -> dict:
             data, draws=draws, tune=args.tune, chains=args.chains, random_seed=fit_seed, check=False
         )
     wall = time.perf_counter() - t0
+    conv = fit.convergence().set_index("criterion")
     post = fit.datatree["posterior"]
     free = [n for n in post.data_vars if n.startswith(("mu_", "omega_", "z")) or n == "sigma"]
     diag = diagnostics(fit.datatree, free)
@@ -111,6 +116,11 @@ def one_fit(data_seed: int, fit_seed: int, draws: int, args) -> dict:
         "data_seed": data_seed,
         "fit_seed": fit_seed,
         "draws": draws,
+        "draws_kept": int(post.sizes["draw"]),
+        "stopped": fit.info.get("stopped", "draws"),
+        "attempts": fit.info.get("attempts", []),
+        "converged": bool(conv["ok"].all()),
+        "failed": [str(c) for c in conv.index[~conv["ok"]]],
         "tune": args.tune,
         "chains": args.chains,
         "wall_s": wall,
@@ -142,29 +152,35 @@ def main(argv=None) -> int:
         f"pymc {env['pymc']}\n"
     )
     print(
-        "| seeds | draws | wall s | div | max r_hat (where) | min ESS bulk / tail | "
-        "typical covered | worst subject: per-chain medians |"
+        "| seeds | draws | kept | stopped (runs) | converged | wall s | div | max r_hat (where) "
+        "| min ESS bulk / tail | typical covered | worst subject: per-chain medians |"
     )
-    print("|---|---:|---:|---:|---|---|---|---|")
+    print("|---|---:|---:|---|---|---:|---:|---|---|---|---|")
     for r in runs:
         w = r["worst_subject"]
         med = w["chain_medians"][w["parameter"]]
         cov = r["typical_covered"]
+        runs_txt = ", ".join(f"{a['target_accept']:g}: {a['divergences']}" for a in r["attempts"])
+        conv = "yes" if r["converged"] else "no (" + ", ".join(r["failed"]) + ")"
         print(
-            f"| {r['data_seed']}:{r['fit_seed']} | {r['draws']} | {r['wall_s']:.1f} | "
+            f"| {r['data_seed']}:{r['fit_seed']} | {r['draws'] or 'auto'} | {r['draws_kept']} | "
+            f"{r['stopped']} ({runs_txt}) | {conv} | {r['wall_s']:.1f} | "
             f"{r['divergences']} | {r['r_hat_max_all']:.4f} ({r['r_hat_max_all_at']}) | "
             f"{r['ess_bulk_min_free']:.0f} / {r['ess_tail_min_free']:.0f} | "
             f"{sum(cov.values())}/{len(cov)} | ID {w['subject']} {w['parameter']} "
             f"{med} |"
         )
-    print("\n| draws | fits | all r_hat <= 1.01 | no divergences | median wall s |")
-    print("|---:|---:|---:|---:|---:|")
+    print(
+        "\n| draws | fits | all r_hat <= 1.01 | no divergences | all checks pass | median wall s |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
     for draws in args.draw_list:
         rs = [r for r in runs if r["draws"] == draws]
         ok = sum(r["r_hat_max_all"] <= TARGET_RHAT for r in rs)
         nodiv = sum(r["divergences"] == 0 for r in rs)
+        passed = sum(r["converged"] for r in rs)
         wall = np.median([r["wall_s"] for r in rs])
-        print(f"| {draws} | {len(rs)} | {ok} | {nodiv} | {wall:.1f} |")
+        print(f"| {draws or 'auto'} | {len(rs)} | {ok} | {nodiv} | {passed} | {wall:.1f} |")
     if args.json:
         write_json_atomic(
             {"environment": env, "load": [load0[0], load1[0]], "runs": runs},
