@@ -43,6 +43,7 @@ Variables of block ``b`` carry the prefix ``b_`` (PD: ``il6_mu_BL``,
 
 from __future__ import annotations
 
+import copy
 import json
 import time as _time
 from collections.abc import Mapping
@@ -525,12 +526,18 @@ class JointModel:
         t0 = _time.perf_counter()
         check_sampler(sampler)
         jd = self.prepare(data)
+        # a sparse kinetics design: BSV on what it informs (PopulationModel.design_bsv)
+        kinetics, design = self.kinetics.for_design(jd.kinetics)
+        joint = self
+        if design is not None:
+            joint = copy.copy(self)
+            joint.kinetics = kinetics
         accept = target_accept or max(
             [self.kinetics.default_target_accept]
             + [getattr(b, "default_target_accept", 0.8) for b in self.blocks.values()]
         )
         dt, info = sample_with_info(
-            self.build_model(jd),
+            joint.build_model(jd),
             sampler=sampler,
             draws=draws,
             tune=tune,
@@ -543,7 +550,9 @@ class JointModel:
             budget=budget,
             **sampler_kwargs,
         )
-        fit = JointFit(self, jd, dt, info)
+        if design is not None:
+            info["bsv_design"] = design
+        fit = JointFit(joint, jd, dt, info)
         if check:
             fit.check_convergence(warn=True)
         return fit

@@ -63,3 +63,20 @@ def test_fit_on_a_sparse_design_records_the_choice():
     # a parameter without BSV is the same for every subject in every draw
     beta_i = np.asarray(post["beta_i"])
     np.testing.assert_allclose(beta_i, beta_i[..., :1] * np.ones_like(beta_i), rtol=1e-12)
+
+
+def test_joint_model_uses_the_design_bsv_for_its_kinetics():
+    from pkpd.models import BestResponse, JointModel
+
+    data = _data(SPARSE)
+    subjects = data.drop_duplicates("ID")[["ID"]].reset_index(drop=True)
+    bor = subjects.assign(BOR=np.where(np.arange(len(subjects)) % 2 == 0, "PR", "SD"))
+    joint = JointModel(CellularKinetics(), {"bor": BestResponse(predictors=["Cmax"])})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = joint.fit({"kinetics": data, "bor": bor}, draws=10, tune=10, chains=1,
+                        random_seed=2, check=False)  # fmt: skip
+    assert any("between-subject variability" in str(w.message) for w in caught)
+    assert fit.info["bsv_design"]["bsv"] == ["Cmax", "Tmax", "foldx", "alpha"]
+    assert "omega_beta" not in fit.posterior and "omega_alpha" in fit.posterior
+    assert joint.kinetics.bsv_auto  # the model the user holds is unchanged
