@@ -408,6 +408,11 @@ def run_nutpie(
         stopped = "interrupted"
     tree = bg.wait() if stopped == "draws" and _finished(bg) else bg.abort()
     tree = _common_length(tree, keep)
+    if adaptive and stopped == "budget" and tree["posterior"].sizes.get("draw", 0) >= FIRST_CHECK:
+        # the budget ended between two looks: the draws so far may already pass
+        checks += 1
+        if mixing_ok(tree):
+            stopped = "converged"
     if stopped == "draws" and tree["posterior"].sizes.get("draw", 0) < n_run:
         stopped = "interrupted"  # nutpie's own Ctrl-C handling ended the chains early
     elif stopped == "draws" and adaptive:
