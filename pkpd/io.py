@@ -35,6 +35,7 @@ __all__ = [
     "atomic_path",
     "cleanup_on_exit",
     "read_csv_checked",
+    "read_file_bytes",
     "read_saved_tree",
     "release_cleanup",
     "write_csv_atomic",
@@ -149,6 +150,21 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def read_file_bytes(path, what: str, hint: str = "") -> bytes:
+    """The bytes of the file at ``path``, or one :class:`DataError` naming it: a folder,
+    a missing file (``hint`` appended: what the file should be) or an OS read error."""
+    path = Path(path)
+    name = str(path)
+    if path.is_dir():
+        raise DataError(f"{what} {name!r} is a folder, not a file. Give the CSV file's path.")
+    if not path.is_file():
+        raise DataError(f"{what} {name!r} not found. Check the path.{' ' + hint if hint else ''}")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{what} {name!r} cannot be read: {err.strerror}.") from None
+
+
 def read_csv_checked(
     path,
     what: str = "data file",
@@ -174,16 +190,8 @@ def read_csv_checked(
     hint
         Appended to the "not found" message (what the file should be).
     """
-    path = Path(path)
     name = str(path)
-    if path.is_dir():
-        raise DataError(f"{what} {name!r} is a folder, not a file. Give the CSV file's path.")
-    if not path.is_file():
-        raise DataError(f"{what} {name!r} not found. Check the path.{' ' + hint if hint else ''}")
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{what} {name!r} cannot be read: {err.strerror}.") from None
+    raw = read_file_bytes(path, what, hint)
     try:
         text = raw.decode("utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding)
     except UnicodeDecodeError as err:

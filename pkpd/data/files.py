@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from pkpd.errors import DataError
-from pkpd.io import ID_COLUMNS, atomic_path
+from pkpd.io import ID_COLUMNS, atomic_path, read_file_bytes
 
 __all__ = ["PARQUET_SUFFIXES", "is_parquet", "read_table_file", "write_table_file"]
 
@@ -78,14 +78,7 @@ def read_table_file(
     """
     path = Path(path)
     name = str(path)
-    if path.is_dir():
-        raise DataError(f"{what} {name!r} is a folder, not a file. Give the CSV file's path.")
-    if not path.is_file():
-        raise DataError(f"{what} {name!r} not found. Check the path.")
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{what} {name!r} cannot be read: {err.strerror}.") from None
+    raw = read_file_bytes(path, what)
     if is_parquet(path) or raw[:4] == _PARQUET_MAGIC:
         table = _read_parquet(raw, name, what)
     else:
